@@ -1,0 +1,354 @@
+"""Frozen config dataclasses. Their defaults *are* the fast recipe; recipes are Python files that define `CONFIG`.
+
+CLI overrides (`--optim.lr=3e-3`) are derived from these fields: `apply_overrides` converts each value by the field's type,
+and `check_config` rejects an unknown key, a wrong type or an out-of-range value with a one-line `ConfigError` naming
+the key. Derived values (steps per epoch, total steps) are computed in the loop, never stored here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from typing import Any, Iterable, Iterator
+
+from quicktrain.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Mnist1dArgs:
+    """Generation arguments of `mnist1d.data.make_dataset` (defaults: the paper's dataset)."""
+
+    num_samples: int = 5000  # train + test examples generated
+    train_split: float = 0.8  # fraction of num_samples in the train part; the rest is the test split
+    template_len: int = 12
+    padding: tuple[int, int] = (36, 60)
+    scale_coeff: float = 0.4
+    max_translation: int = 48
+    corr_noise_scale: float = 0.25
+    iid_noise_scale: float = 2e-2
+    shear_scale: float = 0.75
+    shuffle_seq: bool = False
+    final_seq_length: int = 40
+    seed: int = 42  # the validation split is a second draw with seed + 1 (see data/builtin.py)
+
+    def rules(self) -> Iterable[tuple[str, bool, str]]:
+        yield "num_samples", self.num_samples >= 20, "must be >= 20"
+        yield "train_split", 0 < self.train_split < 1, "must be in (0, 1)"
+        yield "final_seq_length", self.final_seq_length >= 4, "must be >= 4"
+        yield "padding", 0 <= self.padding[0] <= self.padding[1], "must be (low, high) with 0 <= low <= high"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "mnist1d"  # built-in (mnist1d, digits, mnist5k) or file format (cifar10, npz) read from `path`
+    path: str = ""  # cifar10: directory of binary batches; npz: file with `x` and `y`
+    mnist1d: Mnist1dArgs = field(default_factory=Mnist1dArgs)
+    val_fraction: float = 0.1  # of the training part, for data without a validation split of its own
+    test_fraction: float = 0.2  # of all examples, for data without a test split of its own
+    split_seed: int = 0  # splits depend on this, never on the run's seed
+    augment: str = "auto"  # auto (suits the data) | none | shift (1-D) | crop | crop_flip (2-D)
+    shift: int = 4  # 1-D: max |shift| in samples; 2-D: crop padding in pixels
+    num_classes: int = 0  # 0 = infer (max label + 1); labels outside [0, num_classes) are an error
+    resident_max_mb: float = 2048.0  # datasets up to this size stay as tensors on the device
+    workers: int = 2  # DataLoader workers, used only for datasets too large to keep on the device
+
+    def rules(self) -> Iterable[tuple[str, bool, str]]:
+        yield "name", self.name in DATASETS, f"unknown dataset {self.name!r} (choose from {', '.join(DATASETS)})"
+        yield "val_fraction", 0 < self.val_fraction < 1, "must be in (0, 1)"
+        yield "test_fraction", 0 < self.test_fraction < 1, "must be in (0, 1)"
+        yield "augment", self.augment in ("auto", "none", "shift", "crop", "crop_flip"), "must be one of auto, none, shift, crop, crop_flip"
+        yield "shift", self.shift >= 0, "must be >= 0"
+        yield "num_classes", self.num_classes >= 0, "must be >= 0 (0 = infer from the labels)"
+        yield "resident_max_mb", self.resident_max_mb >= 0, "must be >= 0"
+        yield "workers", self.workers >= 0, "must be >= 0"
+
+
+DATASETS = ("mnist1d", "digits", "mnist5k", "cifar10", "npz", "custom")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "fastnet1d"  # a key of quicktrain.models.MODELS
+    channels: tuple[int, ...] = ()  # per-stage widths; () = the model's own default
+
+    def rules(self) -> Iterable[tuple[str, bool, str]]:
+        yield "channels", all(c > 0 for c in self.channels), "widths must be > 0"
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = "adamw"  # adamw | sgd (Nesterov, decoupled decay) | adam (L2 added to the gradient, torch's coupled form)
+    lr: float = 1e-2  # peak LR at train.batch_size examples per step
+    weight_decay: float = 5e-4  # decoupled for adamw/sgd (Loshchilov & Hutter 2019), L2 for adam
+    no_decay_1d: bool = True  # no decay on norm weights, biases and other 1-d parameters
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.9  # sgd only
+    eps: float = 1e-8
+    grad_clip: float = 0.0  # max global gradient norm; 0 = off
+
+    def rules(self) -> Iterable[tuple[str, bool, str]]:
+        yield "name", self.name in ("adamw", "sgd", "adam"), "must be one of adamw, sgd, adam"
+        yield "lr", self.lr > 0, "must be > 0"
+        yield "weight_decay", self.weight_decay >= 0, "must be >= 0"
+        yield "betas", all(0 <= b < 1 for b in self.betas), "must be in [0, 1)"
+        yield "momentum", 0 <= self.momentum < 1, "must be in [0, 1)"
+        yield "eps", self.eps > 0, "must be > 0"
+        yield "grad_clip", self.grad_clip >= 0, "must be >= 0"
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    kind: str = "onecycle"  # onecycle (warmup then linear decay; Smith 2018) | cosine | linear (no warmup) | constant
+    warmup: float = 0.4  # fraction of training spent rising from start_frac to the peak LR
+    start_frac: float = 0.04  # LR at the start as a fraction of peak (OneCycleLR's 1/div_factor)
+    end_frac: float = 0.0  # LR at the end as a fraction of peak
+    batch_ramp_from: int = 0  # batch size at the start of a ramp up to train.batch_size; 0 = no ramp
+    batch_ramp_until: float = 0.5  # progress at which the ramp reaches train.batch_size
+    lr_batch_rule: str = "sqrt"  # LR follows the ramp: sqrt (Hoffer et al. 2017; Malladi et al. 2022) | linear | none
+
+    def rules(self) -> Iterable[tuple[str, bool, str]]:
+        yield "kind", self.kind in ("onecycle", "cosine", "linear", "constant"), "must be one of onecycle, cosine, linear, constant"
+        yield "warmup", 0 <= self.warmup < 1, "must be in [0, 1)"
+        yield "start_frac", 0 <= self.start_frac <= 1, "must be in [0, 1]"
+        yield "end_frac", 0 <= self.end_frac <= 1, "must be in [0, 1]"
+        yield "batch_ramp_from", self.batch_ramp_from >= 0, "must be >= 0"
+        yield "batch_ramp_until", 0 < self.batch_ramp_until <= 1, "must be in (0, 1]"
+        yield "lr_batch_rule", self.lr_batch_rule in ("sqrt", "linear", "none"), "must be one of sqrt, linear, none"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: float = 3.0  # budget: passes over the training split
+    batch_size: int = 128  # examples per step (the final size when the batch ramp is on)
+    target: float = 0.94  # validation accuracy to reach; 0 = no target
+    stop_on_target: bool = True  # stop at the first validation check that reaches the target
+    max_seconds: float = 0.0  # train-clock budget in seconds; 0 = none
+    eval_every: float = 1.0  # epochs between validation checks (there is always one at the end)
+    eval_from: float = 0.0  # progress in [0, 1] before which there are no checks (mid-schedule accuracy is low)
+    sequential: bool = False  # take batches in data order, unshuffled (the mnist1d reference does)
+    seed: int = 0
+
+    def rules(self) -> Iterable[tuple[str, bool, str]]:
+        yield "epochs", self.epochs > 0, "must be > 0"
+        yield "batch_size", self.batch_size >= 1, "must be >= 1"
+        yield "target", 0 <= self.target <= 1, "must be in [0, 1] (a fraction, e.g. 0.94)"
+        yield "max_seconds", self.max_seconds >= 0, "must be >= 0"
+        yield "eval_every", self.eval_every > 0, "must be > 0"
+        yield "eval_from", 0 <= self.eval_from <= 1, "must be in [0, 1]"
+
+
+@dataclass(frozen=True)
+class MethodsConfig:
+    label_smoothing: float = 0.0  # Szegedy et al. 2016; 0 = off
+    ema: float = 0.0  # decay of the weight average used for evaluation (Polyak & Juditsky 1992); 0 = off
+    ema_every: int = 1  # update the average every k steps (decay adjusted to match)
+    resize_from: float = 1.0  # progressive resizing: input size at the start, as a fraction of full; 1 = off
+    resize_until: float = 0.5  # progress at which the full size is reached
+    resize_multiple: int = 4  # sizes snap to a multiple of this, so only a few shapes occur
+    tta: bool = True  # average predictions over shifted (1-D) or flipped/shifted (2-D) views at evaluation
+
+    def rules(self) -> Iterable[tuple[str, bool, str]]:
+        yield "label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)"
+        yield "ema", 0 <= self.ema < 1, "must be in [0, 1)"
+        yield "ema_every", self.ema_every >= 1, "must be >= 1"
+        yield "resize_from", 0 < self.resize_from <= 1, "must be in (0, 1]"
+        yield "resize_until", 0 < self.resize_until <= 1, "must be in (0, 1]"
+        yield "resize_multiple", self.resize_multiple >= 1, "must be >= 1"
+
+
+@dataclass(frozen=True)
+class SystemConfig:
+    device: str = "auto"  # auto (cuda if present) | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (measured: fastest correct candidate) | fp32 | bf16 | fp16
+    compile: str = "auto"  # auto (only where measured faster over the run) | on | off
+    channels_last: str = "auto"  # auto (measured, 2-D inputs) | on | off
+    threads: int = 0  # intra-op CPU threads; 0 = torch's default (one per physical core)
+
+    def rules(self) -> Iterable[tuple[str, bool, str]]:
+        yield "device", self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "must be auto, cpu, cuda or cuda:N"
+        yield "precision", self.precision in ("auto", "fp32", "bf16", "fp16"), "must be one of auto, fp32, bf16, fp16"
+        yield "compile", self.compile in ("auto", "on", "off"), "must be one of auto, on, off"
+        yield "channels_last", self.channels_last in ("auto", "on", "off"), "must be one of auto, on, off"
+        yield "threads", self.threads >= 0, "must be >= 0"
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "mnist1d"  # recipe name, reported with every result
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    methods: MethodsConfig = field(default_factory=MethodsConfig)
+    system: SystemConfig = field(default_factory=SystemConfig)
+
+    def rules(self) -> Iterable[tuple[str, bool, str]]:
+        return ()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checking and overriding
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_type_ok(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_type_ok(v, a) for v, a in zip(value, args))
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(tp, type) and is_dataclass(tp):
+        return isinstance(value, tp)
+    return isinstance(value, tp)
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"comma-separated {args[0].__name__}s"
+        return f"{len(args)} comma-separated {args[0].__name__}s"
+    return getattr(tp, "__name__", str(tp))
+
+
+def check_config(cfg: Any, path: str = "") -> Any:
+    """Raise ConfigError naming the first bad key; return cfg unchanged when it is valid."""
+    hints = _hints(type(cfg))
+    for f in fields(cfg):
+        key, value, tp = f"{path}{f.name}", getattr(cfg, f.name), hints[f.name]
+        if not _type_ok(value, tp):
+            raise ConfigError(f"config key {key}: expected {_type_name(tp)}, got {value!r}")
+        if is_dataclass(value):
+            check_config(value, key + ".")
+    for name, ok, message in cfg.rules():
+        if not ok:
+            raise ConfigError(f"config key {path}{name}: {message} (got {getattr(cfg, name)!r})")
+    return cfg
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _parse(text: str, tp: Any, key: str) -> Any:
+    """Convert one CLI string to the field's type, or raise ConfigError naming the key."""
+    bad = ConfigError(f"config key {key}: expected {_type_name(tp)}, got {text!r}")
+    if typing.get_origin(tp) is tuple:
+        args = typing.get_args(tp)
+        parts = [p for p in text.strip("()[] ").replace(" ", "").split(",") if p != ""]
+        elem = args[0] if (len(args) == 2 and args[1] is Ellipsis) else None
+        if elem is None and len(parts) != len(args):
+            raise bad
+        return tuple(_parse(p, elem or a, key) for p, a in zip(parts, [elem] * len(parts) if elem else args))
+    if tp is bool:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise bad
+    try:
+        if tp is int:
+            return int(text)
+        if tp is float:
+            return float(text)
+    except ValueError:
+        raise bad from None
+    return text
+
+
+def iter_keys(cfg: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """Every leaf key of a config: (dotted key, value, type)."""
+    hints = _hints(type(cfg))
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if is_dataclass(value):
+            yield from iter_keys(value, f"{path}{f.name}.")
+        else:
+            yield f"{path}{f.name}", value, hints[f.name]
+
+
+def set_key(cfg: Any, key: str, value: Any) -> Any:
+    """Return a copy of cfg with the dotted key set to an already-typed value (checked by check_config)."""
+    head, _, rest = key.partition(".")
+    names = {f.name for f in fields(cfg)}
+    if head not in names:
+        raise ConfigError(f"unknown config key {key!r}" + _suggest(head, names))
+    current = getattr(cfg, head)
+    if rest:
+        if not is_dataclass(current):
+            raise ConfigError(f"unknown config key {key!r}: {head} has no sub-keys")
+        return replace(cfg, **{head: set_key(current, rest, value)})
+    if is_dataclass(current):
+        raise ConfigError(f"config key {key!r} is a section; set one of its keys, e.g. {key}.{fields(current)[0].name}")
+    return replace(cfg, **{head: value})
+
+
+def _suggest(name: str, choices: Iterable[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def apply_overrides(cfg: Config, overrides: Iterable[str] | dict[str, Any]) -> Config:
+    """Apply `a.b=value` strings (from the CLI) or a {key: value} dict (from Python), then check the result."""
+    leaf_types = {k: tp for k, _, tp in iter_keys(cfg)}
+    items = overrides.items() if isinstance(overrides, dict) else (_split(o) for o in overrides)
+    for key, value in items:
+        if key not in leaf_types:
+            set_key(cfg, key, value)  # raises the right "unknown key" message
+        if isinstance(value, str) and leaf_types[key] is not str:
+            value = _parse(value, leaf_types[key], key)
+        cfg = set_key(cfg, key, value)
+    return check_config(cfg)
+
+
+def _split(item: str) -> tuple[str, str]:
+    key, sep, value = item.removeprefix("--").partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} is not of the form --section.key=value")
+    return key, value
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict[str, Any], cls: type = Config, path: str = "") -> Any:
+    """Rebuild a config from `to_dict` output (e.g. a run's config.json); unknown keys are errors."""
+    hints = _hints(cls)
+    names = {f.name for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(f"unknown config key {path}{key!r}" + _suggest(key, names))
+        tp = hints[key]
+        if isinstance(tp, type) and is_dataclass(tp):
+            value = from_dict(value, tp, f"{path}{key}.")
+        elif typing.get_origin(tp) is tuple and isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def dumps(cfg: Config) -> str:
+    return json.dumps(to_dict(cfg), indent=2, sort_keys=True)
+
+
+def diff(base: Config, other: Config) -> dict[str, tuple[Any, Any]]:
+    """Keys whose values differ: {key: (base value, other value)}."""
+    a = {k: v for k, v, _ in iter_keys(base)}
+    return {k: (a[k], v) for k, v, _ in iter_keys(other) if a.get(k) != v}
