@@ -280,19 +280,20 @@ def iter_keys(cfg: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
             yield f"{path}{f.name}", value, hints[f.name]
 
 
-def set_key(cfg: Any, key: str, value: Any) -> Any:
+def set_key(cfg: Any, key: str, value: Any, _path: str = "") -> Any:
     """Return a copy of cfg with the dotted key set to an already-typed value (checked by check_config)."""
     head, _, rest = key.partition(".")
+    full = _path + key
     names = {f.name for f in fields(cfg)}
     if head not in names:
-        raise ConfigError(f"unknown config key {key!r}" + _suggest(head, names))
+        raise ConfigError(f"unknown config key {full!r}" + _suggest(head, names))
     current = getattr(cfg, head)
     if rest:
         if not is_dataclass(current):
-            raise ConfigError(f"unknown config key {key!r}: {head} has no sub-keys")
-        return replace(cfg, **{head: set_key(current, rest, value)})
+            raise ConfigError(f"unknown config key {full!r}: {_path}{head} has no sub-keys")
+        return replace(cfg, **{head: set_key(current, rest, value, f"{_path}{head}.")})
     if is_dataclass(current):
-        raise ConfigError(f"config key {key!r} is a section; set one of its keys, e.g. {key}.{fields(current)[0].name}")
+        raise ConfigError(f"config key {full!r} is a section; set one of its keys, e.g. {full}.{fields(current)[0].name}")
     return replace(cfg, **{head: value})
 
 

@@ -1,0 +1,55 @@
+"""quicktrain: train neural networks to a target accuracy in the least wall-time and money, and measure it.
+
+    import quicktrain as qt
+    result = qt.train(qt.recipes.mnist1d)                  # fast defaults on a built-in task
+    result = qt.train(cfg, model=my_net, data=(x, y))      # any nn.Module, any tensors or Dataset
+    print(result.seconds_to_target, result.test_acc, result.cost_usd_on_demand)
+"""
+
+from quicktrain import recipes
+from quicktrain.config import (
+    Config,
+    DataConfig,
+    MethodsConfig,
+    ModelConfig,
+    Mnist1dArgs,
+    OptimConfig,
+    ScheduleConfig,
+    SystemConfig,
+    TrainConfig,
+    apply_overrides,
+)
+from quicktrain.errors import ConfigError, DataError, TrainingDiverged, UserError
+from quicktrain.loop import Result, evaluate, train
+from quicktrain.optim import make_optimizer, param_groups
+from quicktrain.recipes import load_recipe
+from quicktrain.schedules import batch_size_at, lr_batch_scale, lr_factor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "DataError",
+    "MethodsConfig",
+    "Mnist1dArgs",
+    "ModelConfig",
+    "OptimConfig",
+    "Result",
+    "ScheduleConfig",
+    "SystemConfig",
+    "TrainConfig",
+    "TrainingDiverged",
+    "UserError",
+    "apply_overrides",
+    "batch_size_at",
+    "evaluate",
+    "load_recipe",
+    "lr_batch_scale",
+    "lr_factor",
+    "make_optimizer",
+    "param_groups",
+    "recipes",
+    "train",
+]

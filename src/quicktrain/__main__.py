@@ -1,0 +1,3 @@
+from quicktrain.cli import entry
+
+entry()

@@ -1,0 +1,190 @@
+"""`quicktrain bench`: recipes x seeds in one process, on the same machine and the same data, side by side.
+
+Produces a DAWNBench-style table (time to target: median, min, max and how many seeds reached it; final test
+accuracy mean ± std; $ at on-demand and spot prices), a headline ("fast vs plain: N× faster and M× cheaper"), and with
+`ablate` one row per technique toggled on the first recipe. Written as bench.md, bench.json and PNGs.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from quicktrain import prices
+from quicktrain.config import Config, apply_overrides
+from quicktrain.data import load_data
+from quicktrain.loop import Result, train
+
+
+@dataclass(frozen=True)
+class Toggle:
+    """One technique for the ablation: how to tell it is on, and the overrides that turn it off and on."""
+
+    name: str
+    is_on: Callable[[Config], bool]
+    off: dict[str, Any]
+    on: dict[str, Any]
+    applies: Callable[[Config, int], bool] = lambda cfg, ndim: True
+
+
+TOGGLES = (
+    Toggle("warmup + one-cycle schedule", lambda c: c.schedule.kind != "constant",
+           {"schedule.kind": "constant"}, {"schedule.kind": "onecycle"}),
+    Toggle("decoupled weight decay (AdamW)", lambda c: c.optim.name in ("adamw", "sgd"),
+           {"optim.name": "adam"}, {"optim.name": "adamw"}),
+    Toggle("no decay on norm/bias/1-d", lambda c: c.optim.no_decay_1d, {"optim.no_decay_1d": False},
+           {"optim.no_decay_1d": True}),
+    Toggle("mixed precision (bf16/fp16)", lambda c: c.system.precision != "fp32", {"system.precision": "fp32"},
+           {"system.precision": "bf16"}),
+    Toggle("label smoothing", lambda c: c.methods.label_smoothing > 0, {"methods.label_smoothing": 0.0},
+           {"methods.label_smoothing": 0.1}),
+    Toggle("EMA of weights", lambda c: c.methods.ema > 0, {"methods.ema": 0.0}, {"methods.ema": 0.9}),
+    Toggle("progressive resizing", lambda c: c.methods.resize_from < 1, {"methods.resize_from": 1.0},
+           {"methods.resize_from": 0.5}),
+    Toggle("batch-size ramp", lambda c: c.schedule.batch_ramp_from > 0, {"schedule.batch_ramp_from": 0},
+           {"schedule.batch_ramp_from": 32}),
+    Toggle("test-time augmentation", lambda c: c.methods.tta, {"methods.tta": False}, {"methods.tta": True}),
+    Toggle("on-device augmentation", lambda c: c.data.augment != "none", {"data.augment": "none"},
+           {"data.augment": "auto"}),
+    Toggle("channels_last", lambda c: c.system.channels_last != "off", {"system.channels_last": "off"},
+           {"system.channels_last": "on"}, applies=lambda c, ndim: ndim == 2),
+)
+
+
+def summarise(label: str, results: list[Result], target: float) -> dict[str, Any]:
+    """One table row: time to target over the seeds that reached it, accuracy over all seeds."""
+    times = [r.seconds_to_target for r in results if r.seconds_to_target is not None]
+    accs = [r.test_acc for r in results]
+    test_times = [t for t in (_first_test_time(r, target) for r in results) if t is not None]
+    median = statistics.median(times) if times else None
+    r0 = results[0]
+    price = (r0.cost_usd_on_demand / r0.train_seconds, r0.cost_usd_spot / r0.train_seconds) if r0.train_seconds else (0.0, 0.0)
+    return {
+        "label": label, "recipe": r0.recipe, "n": len(results), "reached": len(times),
+        "median_seconds": median, "min_seconds": min(times) if times else None, "max_seconds": max(times) if times else None,
+        "median_seconds_to_test_target": statistics.median(test_times) if test_times else None,
+        "test_reached": len(test_times),
+        "acc_mean": statistics.fmean(accs), "acc_std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
+        "acc_min": min(accs), "acc_max": max(accs),
+        "median_train_seconds": statistics.median(r.train_seconds for r in results),
+        "usd_on_demand": median * price[0] if median is not None else None,
+        "usd_spot": median * price[1] if median is not None else None,
+        "precision": r0.precision, "compile": r0.compile, "device": r0.device, "instance": r0.instance,
+    }
+
+
+def _first_test_time(result: Result, target: float) -> float | None:
+    """Train clock at the first check whose *test* accuracy reached the target (reported for baselines whose
+    published figure is a test accuracy; never used to stop or tune)."""
+    return next((m["train_seconds"] for m in result.metrics if m["test_acc"] is not None and m["test_acc"] >= target), None)
+
+
+def headline(rows: list[dict[str, Any]]) -> list[str]:
+    """'fast vs plain: N× faster and M× cheaper to the target on this hardware', first row against each other."""
+    first, lines = rows[0], []
+    for other in rows[1:]:
+        a, b = first["median_seconds"], other["median_seconds"]
+        if a is None:
+            lines.append(f"{first['label']} did not reach the target; no speed-up to report against {other['label']}")
+        elif b is None:
+            lines.append(f"{first['label']} vs {other['label']}: {other['label']} did not reach the target in "
+                         f"{other['n']} seeds (median budget {other['median_train_seconds']:.3g} s): more than "
+                         f"{other['median_train_seconds'] / a:.0f}× faster on this hardware")
+        else:
+            cheaper = other["usd_on_demand"] / first["usd_on_demand"] if first["usd_on_demand"] else b / a
+            lines.append(f"{first['label']} vs {other['label']}: {b / a:.1f}× faster and {cheaper:.1f}× cheaper to the "
+                         f"target on this hardware (median {a:.3g} s vs {b:.3g} s)")
+    return lines
+
+
+def _run_seeds(cfg: Config, seeds: int, data: Any, instance: str | None, prices_path: str | None, progress: bool,
+               log: Callable[[str], None]) -> list[Result]:
+    results = []
+    for seed in range(seeds):
+        r = train(replace(cfg, train=replace(cfg.train, seed=seed)), data=data, instance=instance,
+                  prices_path=prices_path, progress=progress)
+        results.append(r)
+        to_target = f"{r.seconds_to_target:.3f} s" if r.seconds_to_target is not None else "not reached"
+        log(f"  {cfg.name} seed {seed}: {to_target}, test {100 * r.test_acc:.2f}%, train {r.train_seconds:.3f} s")
+    return results
+
+
+def run_bench(configs: list[Config], seeds: int = 5, ablate: bool = False, out_dir: Path | None = None,
+              instance: str | None = None, prices_path: str | None = None, progress: bool = False,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    prices.lookup(instance or prices.DEFAULT_INSTANCE, prices.load_prices(prices_path))  # fail before training
+    data_cache: dict[Any, Any] = {}
+
+    def data_for(cfg: Config) -> Any:
+        if cfg.data not in data_cache:
+            data_cache[cfg.data] = load_data(cfg.data)
+        return data_cache[cfg.data]
+
+    target = configs[0].train.target
+    rows, runs = [], {}
+    for cfg in configs:
+        log(f"{cfg.name}: {seeds} seeds")
+        runs[cfg.name] = _run_seeds(cfg, seeds, data_for(cfg), instance, prices_path, progress, log)
+        rows.append(summarise(cfg.name, runs[cfg.name], target))
+
+    ablation: list[dict[str, Any]] = []
+    if ablate:
+        base = configs[0]
+        ablation.append(rows[0] | {"label": f"{base.name} (all on)"})
+        ndim = data_for(base).ndim
+        for t in TOGGLES:
+            if not t.applies(base, ndim):
+                continue
+            on = t.is_on(base)
+            label = f"{'−' if on else '+'} {t.name}"
+            variant = replace(apply_overrides(base, t.off if on else t.on), name=f"{base.name} {label}")
+            log(f"ablation: {label}")
+            results = _run_seeds(variant, seeds, data_for(variant), instance, prices_path, progress, log)
+            runs[variant.name] = results
+            ablation.append(summarise(label, results, target))
+
+    summary = {"target": target, "seeds": seeds, "rows": rows, "ablation": ablation, "headline": headline(rows)}
+    table = bench_table(rows, target)
+    log(table)
+    for line in summary["headline"]:
+        log(line)
+    if ablation:
+        log(bench_table(ablation, target))
+    if out_dir is not None:
+        _write(out_dir, summary, runs, table)
+        summary["out_dir"] = str(out_dir)
+    return summary
+
+
+def bench_table(rows: list[dict[str, Any]], target: float) -> str:
+    from quicktrain.report import format_pct, format_seconds, format_usd, markdown_table
+
+    header = ["recipe", f"reached {format_pct(target)}", "time to target: median [min, max]", "test acc (mean ± std)",
+              "$ on-demand", "$ spot"]
+    body = []
+    for r in rows:
+        spread = (f"{format_seconds(r['median_seconds'])} [{format_seconds(r['min_seconds'])}, "
+                  f"{format_seconds(r['max_seconds'])}]") if r["median_seconds"] is not None else "not reached"
+        body.append([r["label"], f"{r['reached']}/{r['n']}", spread,
+                     f"{100 * r['acc_mean']:.2f}% ± {100 * r['acc_std']:.2f}", format_usd(r["usd_on_demand"]),
+                     format_usd(r["usd_spot"])])
+    return markdown_table(header, body, align="lrrrrr")
+
+
+def _write(out_dir: Path, summary: dict[str, Any], runs: dict[str, list[Result]], table: str) -> None:
+    from quicktrain.plots import plot_ablation, plot_curves
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    full = summary | {"runs": {name: [r.to_json() | {"metrics": r.metrics} for r in rs] for name, rs in runs.items()}}
+    (out_dir / "bench.json").write_text(json.dumps(full, indent=1) + "\n")
+    lines = ["# quicktrain bench", "", table, "", *[f"- {h}" for h in summary["headline"]], ""]
+    if summary["ablation"]:
+        lines += ["## Ablation", "", bench_table(summary["ablation"], summary["target"]), ""]
+    (out_dir / "bench.md").write_text("\n".join(lines))
+    main = {row["recipe"]: [r.metrics for r in runs[row["recipe"]]] for row in summary["rows"]}
+    plot_curves(main, out_dir / "bench_curves.png", target=summary["target"], title="validation accuracy vs train clock")
+    if summary["ablation"]:
+        plot_ablation(summary["ablation"], out_dir / "bench_ablation.png", title="ablation")

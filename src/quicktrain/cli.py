@@ -1,0 +1,179 @@
+"""The command line. `main(argv) -> int` so tests call it in-process.
+
+Exit statuses: 0 success; 1 the run diverged (non-finite loss); 2 bad input (one line on stderr, no traceback).
+Config overrides are any `--section.key=value` (or `--section.key value`) arguments; they are checked against the
+config dataclasses (quicktrain.config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from quicktrain.errors import ConfigError, TrainingDiverged, UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is a one-line UserError (exit 2) instead of usage text and SystemExit."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _split_overrides(rest: Sequence[str]) -> list[str]:
+    """`--a.b=v` and `--a.b v` become "a.b=v"; anything else is an error naming the argument."""
+    out, i = [], 0
+    while i < len(rest):
+        arg = rest[i]
+        key = arg[2:].split("=", 1)[0] if arg.startswith("--") else ""
+        if "." not in key:
+            raise UserError(f"unrecognised argument {arg!r} (config overrides look like --optim.lr=3e-3)")
+        if "=" in arg:
+            out.append(arg[2:])
+        elif i + 1 < len(rest):
+            out.append(f"{key}={rest[i + 1]}")
+            i += 1
+        else:
+            raise ConfigError(f"config key {key}: missing value (use --{key}=VALUE)")
+        i += 1
+    return out
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", type=float, help="validation accuracy to reach, a fraction (e.g. 0.94)")
+    p.add_argument("--instance", help="price table row for the cost columns (default: c7a.large; see `quicktrain prices`)")
+    p.add_argument("--prices", metavar="FILE", help="a TOML price table of your own, merged over the shipped one")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="quicktrain", allow_abbrev=False,
+                     description="Train to a target accuracy with the fast techniques on, and measure time and cost.",
+                     epilog="Config overrides: --section.key=value, e.g. --optim.lr=3e-3 --train.epochs=5")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="train one recipe to its target and report time, accuracy and cost",
+                         allow_abbrev=False)
+    run.add_argument("recipe", nargs="?", default="mnist1d", help="built-in name or path to a .py defining CONFIG")
+    run.add_argument("--seed", type=int, help="random seed (init, data order, augmentation)")
+    run.add_argument("--run-dir", metavar="DIR", help="where config.json, metrics.jsonl, report.md and plots go")
+    _common(run)
+
+    bench = sub.add_parser("bench", help="recipes x seeds side by side on this machine; --ablate for techniques",
+                           allow_abbrev=False)
+    bench.add_argument("recipes", nargs="*", default=["mnist1d", "plain"], help="recipes (first is the one compared)")
+    bench.add_argument("--seeds", type=int, default=5, help="seeds per recipe (default 5; 20 for claims)")
+    bench.add_argument("--ablate", action="store_true", help="also run the first recipe minus each technique")
+    bench.add_argument("--out", metavar="DIR", help="where bench.md, bench.json and the plots go")
+    _common(bench)
+
+    sub.add_parser("recipes", help="list the built-in recipes", allow_abbrev=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from quicktrain.measure import process_age
+
+    origin = time.perf_counter() - process_age()
+    try:
+        return _dispatch(list(sys.argv[1:] if argv is None else argv), origin)
+    except UserError as exc:
+        print(f"quicktrain: error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as exc:
+        print(f"quicktrain: training diverged: {exc}", file=sys.stderr)
+        return 1
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+def _dispatch(argv: list[str], origin: float) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "recipes":
+        from quicktrain.recipes import BUILTIN
+
+        print("\n".join(BUILTIN))
+        return 0
+    overrides = _split_overrides(rest)
+    if args.target is not None:
+        overrides.append(f"train.target={args.target}")
+    if args.command == "run":
+        return _run(args, overrides, origin)
+    return _bench(args, overrides)
+
+
+def _configure(recipe: str, overrides: list[str]) -> Any:
+    from quicktrain.config import apply_overrides
+    from quicktrain.recipes import load_recipe
+
+    return apply_overrides(load_recipe(recipe), overrides)
+
+
+def _run(args: argparse.Namespace, overrides: list[str], origin: float) -> int:
+    from quicktrain.loop import train
+
+    if args.seed is not None:
+        overrides.append(f"train.seed={args.seed}")
+    cfg = _configure(args.recipe, overrides)
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name / time.strftime(f"%Y%m%d-%H%M%S-s{cfg.train.seed}")
+    _print_config(cfg)
+    result = train(cfg, run_dir=run_dir, instance=args.instance, prices_path=args.prices,
+                   progress=not args.no_progress, wall_origin=origin, log=lambda m: print(m, flush=True))
+    _print_summary(result)
+    print(json.dumps(result.to_json()), flush=True)
+    return 0
+
+
+def _bench(args: argparse.Namespace, overrides: list[str]) -> int:
+    from quicktrain.bench import run_bench
+
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1 (got {args.seeds})")
+    configs = [_configure(r, overrides) for r in args.recipes]
+    out = Path(args.out) if args.out else Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
+    summary = run_bench(configs, seeds=args.seeds, ablate=args.ablate, out_dir=out, instance=args.instance,
+                        prices_path=args.prices, progress=not args.no_progress, log=lambda m: print(m, flush=True))
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+def _print_config(cfg: Any) -> None:
+    from dataclasses import fields, is_dataclass
+
+    print(f"recipe {cfg.name}")
+    for f in fields(cfg):
+        section = getattr(cfg, f.name)
+        if is_dataclass(section):
+            items = " ".join(f"{k.name}={getattr(section, k.name)}" for k in fields(section)
+                             if not is_dataclass(getattr(section, k.name)))
+            print(f"  {f.name}: {items}")
+    sys.stdout.flush()
+
+
+def _print_summary(result: Any) -> None:
+    from quicktrain.report import format_pct, format_seconds, format_usd, markdown_table
+
+    util = f"{100 * result.utilisation:.1f}%" if result.utilisation is not None else "–"
+    rows = [
+        ["reached target", f"{'yes' if result.reached_target else 'no'} ({format_pct(result.target)} validation)"],
+        ["time to target (train clock)", format_seconds(result.seconds_to_target)],
+        ["train clock / wall", f"{format_seconds(result.train_seconds)} / {format_seconds(result.wall_seconds)}"],
+        ["test accuracy", format_pct(result.test_acc)],
+        ["steps / samples / epochs", f"{result.steps} / {result.samples} / {result.epochs:.2f}"],
+        ["model FLOPs, utilisation", f"{result.flops:.3g}, {util} of {result.peak_flops / 1e9:.0f} GFLOP/s ({result.precision})"],
+        [f"cost on {result.instance}", f"{format_usd(result.cost_usd_on_demand)} on-demand, {format_usd(result.cost_usd_spot)} spot (prices of {result.price_date})"],
+        ["run directory", str(result.run_dir)],
+    ]
+    print(markdown_table(["", result.recipe], rows))

@@ -1,0 +1,50 @@
+"""The model registry: `MODELS` maps a name to a builder `builder(input_shape, num_classes, channels=()) -> nn.Module`.
+
+`input_shape` is per sample: (C, L) for 1-D signals, (C, H, W) for images; models take batches (N, *input_shape).
+`channels=()` means the model's own default widths. Add a model by adding an entry to the dict. Every model uses
+PyTorch's default initialisation.
+
+| name      | data | default widths  | notes                                                                 |
+|-----------|------|-----------------|-----------------------------------------------------------------------|
+| convbase  | 1-D  | (25,)           | greydanus/mnist1d reference CNN, 5,210 params at L=40 (fixed length)  |
+| fastnet1d | 1-D  | (32, 48, 64)    | conv-BN-ReLU stages, strided, global max; any length                  |
+| resnet2d  | 2-D  | (32, 64, 128)   | one residual block a stage, global average; any size                  |
+| mlp       | any  | (128,)          | two hidden layers of the one width; fixed size                        |
+| tiny1d    | 1-D  | (8,)            | test model                                                            |
+| tiny2d    | 2-D  | (8,)            | test model                                                            |
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from quicktrain.config import ModelConfig
+from quicktrain.errors import ConfigError
+from quicktrain.models.conv1d import convbase, fastnet1d, tiny1d
+from quicktrain.models.conv2d import resnet2d, tiny2d
+from quicktrain.models.mlp import mlp
+
+__all__ = ["MODELS", "build_model", "count_params"]
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "convbase": convbase,
+    "fastnet1d": fastnet1d,
+    "resnet2d": resnet2d,
+    "mlp": mlp,
+    "tiny1d": tiny1d,
+    "tiny2d": tiny2d,
+}
+
+
+def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The model `cfg.name` for per-sample `input_shape`; a one-line ConfigError naming the key if it cannot be built."""
+    if cfg.name not in MODELS:
+        raise ConfigError(f"config key model.name: unknown model {cfg.name!r} (choose from {', '.join(MODELS)})")
+    return MODELS[cfg.name](tuple(input_shape), num_classes, tuple(cfg.channels))
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (each shared tensor counted once, as `model.parameters()` yields it once)."""
+    return sum(p.numel() for p in model.parameters())

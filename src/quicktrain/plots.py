@@ -1,0 +1,205 @@
+"""PNG plots of runs: one run's accuracy curve, several recipes' curves side by side, and an ablation chart.
+
+matplotlib is imported inside each function (with the Agg backend, so no display is needed) to keep `import
+quicktrain` fast. Every function closes its figure, so a long `bench` does not accumulate them. Degenerate input (no
+points, one point, a recipe that never reached the target, missing times) still gives a valid, labelled PNG.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+DPI = 120
+_BASELINE_COLOUR = "#1f5fa8"
+_OTHER_COLOUR = "#8fb3de"
+_DNF_COLOUR = "#b0b0b0"
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: never needs a display, and never opens a window from a library call
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _num(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+def _points(metrics: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """(train seconds, accuracy in %) for the checks where both are known."""
+    xs, ys = [], []
+    for m in metrics:
+        x, y = _num(m.get("train_seconds")), _num(m.get(key))
+        if x is not None and y is not None:
+            xs.append(x)
+            ys.append(100 * y)
+    return xs, ys
+
+
+def _first_reach(xs: list[float], ys: list[float], target: float | None) -> tuple[float, float] | None:
+    if target is None:
+        return None
+    return next(((x, y) for x, y in zip(xs, ys) if y >= 100 * target - 1e-9), None)
+
+
+def _save(fig: Any, plt: Any, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.tight_layout()
+        fig.savefig(path, dpi=DPI, format="png")
+    finally:
+        plt.close(fig)
+
+
+def _no_data(ax: Any, what: str = "no data") -> None:
+    ax.text(0.5, 0.5, what, transform=ax.transAxes, ha="center", va="center", color="grey")
+
+
+def plot_run(metrics: list[dict[str, Any]], path: Path, target: float | None = None, title: str = "") -> None:
+    """Validation accuracy (solid) and test accuracy (dashed) vs the train clock, the target as a horizontal line and
+    a star where the validation accuracy first reached it."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    xs, ys = _points(metrics, "val_acc")
+    tx, ty = _points(metrics, "test_acc")
+    style = {"marker": "o", "markersize": 3} if len(xs) < 40 else {}  # a lone point needs a marker to be seen
+    if xs:
+        ax.plot(xs, ys, color="C0", lw=1.6, label="validation", **style)
+    if tx:
+        ax.plot(tx, ty, color="C1", lw=1.2, ls="--", label="test", **style)
+    if not xs and not tx:
+        _no_data(ax)
+    if target is not None:
+        ax.axhline(100 * target, color="grey", lw=1, ls=":", label=f"target {100 * target:g}%")
+    hit = _first_reach(xs, ys, target)
+    if hit is not None:
+        ax.plot(*hit, marker="*", markersize=14, color="C3", zorder=5, ls="none",
+                label=f"reached at {hit[0]:.3g} s")
+    ax.set_xlabel("train clock (s)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title or "accuracy vs train clock")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right")
+    _save(fig, plt, path)
+
+
+def _time_span(runs: list[list[dict[str, Any]]]) -> float | None:
+    """The longest train clock over a recipe's runs (how far its curves reach)."""
+    ends = [x for run in runs for x in _points(run, "val_acc")[0] if x > 0]
+    return max(ends) if ends else None
+
+
+def plot_curves(curves: dict[str, list[list[dict[str, Any]]]], path: Path, target: float | None = None,
+                title: str = "") -> None:
+    """Validation accuracy vs the train clock for several recipes: one colour per recipe, one thin line per seed, a
+    dot where each seed first reached the target. The time axis is logarithmic when the recipes' time spans differ by
+    more than 10x (otherwise the fast recipe is a vertical line at the left edge)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    spans = [s for s in (_time_span(runs) for runs in curves.values()) if s is not None]
+    log_x = len(spans) > 1 and max(spans) / min(spans) > 10
+    handles, all_y = [], []
+    for i, (name, runs) in enumerate(curves.items()):
+        colour = f"C{i % 10}"
+        for run in runs:
+            xs, ys = _points(run, "val_acc")
+            if log_x:  # a log axis cannot show t = 0
+                xs, ys = [x for x in xs if x > 0], [y for x, y in zip(xs, ys) if x > 0]
+            all_y += ys
+            ax.plot(xs, ys, color=colour, lw=0.9, alpha=0.7, marker="o" if len(xs) == 1 else None, markersize=3)
+            hit = _first_reach(xs, ys, target)
+            if hit is not None:
+                ax.plot(*hit, marker="o", markersize=4, color=colour, ls="none")
+        label = f"{name} ({len(runs)} seed{'s' if len(runs) != 1 else ''})"
+        handles.append(plt.Line2D([], [], color=colour, lw=2, label=label))
+    if not all_y:
+        _no_data(ax)
+    if target is not None:
+        ax.axhline(100 * target, color="grey", lw=1, ls=":")
+        handles.append(plt.Line2D([], [], color="grey", lw=1, ls=":", label=f"target {100 * target:g}%"))
+        if all_y and min(all_y) < 100 * target - 20:
+            # the race is decided near the target: early low accuracies would squash that region flat
+            ax.set_ylim(100 * target - 20, min(100.5, max(max(all_y), 100 * target) + 1.5))
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel("train clock (s)" + (", log scale" if log_x else ""))
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(title or "validation accuracy vs train clock")
+    ax.grid(alpha=0.3, which="both" if log_x else "major")
+    if handles:
+        ax.legend(handles=handles, loc="lower right", fontsize=9)
+    _save(fig, plt, path)
+
+
+def plot_ablation(rows: list[dict[str, Any]], path: Path, title: str = "") -> None:
+    """Two horizontal bar panels, one row per variant (the first is the baseline, drawn darker and in bold): the
+    median time to target (a grey hatched 'DNF' bar at the run's budget where no seed reached it) and the test
+    accuracy mean with ± std error bars."""
+    plt = _pyplot()
+    n = max(1, len(rows))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 1.2 + 0.45 * n), sharey=True)
+    if not rows:
+        _no_data(left)
+        _no_data(right)
+    else:
+        ypos = list(range(len(rows)))
+        _time_panel(left, rows, ypos)
+        _accuracy_panel(right, rows, ypos)
+        left.set_yticks(ypos, [str(r.get("label", "")) for r in rows])
+        left.get_yticklabels()[0].set_fontweight("bold")
+        left.invert_yaxis()  # the baseline on top, the table's order below it
+    left.set_title("median time to target (train clock)")
+    right.set_title("test accuracy (mean ± std)")
+    if title:
+        fig.suptitle(title)
+    _save(fig, plt, path)
+
+
+def _time_panel(ax: Any, rows: list[dict[str, Any]], ypos: list[int]) -> None:
+    times = [_num(r.get("median_seconds")) for r in rows]
+    reached_max = max((t for t in times if t is not None), default=None)
+    for y, r, t in zip(ypos, rows, times):
+        colour = _BASELINE_COLOUR if y == 0 else _OTHER_COLOUR
+        count = f"({r.get('reached', 0)}/{r.get('n', 0)})"
+        if t is not None:
+            ax.barh(y, t, color=colour)
+            ax.text(t, y, f" {t:.3g} s {count}", va="center", fontsize=9)
+        else:
+            # no median exists: draw the budget it ran for (or the slowest finisher) so the row is visibly "longer"
+            width = _num(r.get("median_train_seconds")) or reached_max or 1.0
+            ax.barh(y, width, color=_DNF_COLOUR, hatch="//", edgecolor="grey")
+            ax.text(width, y, f" DNF {count}", va="center", fontsize=9, fontweight="bold")
+    ax.set_xlabel("seconds")
+    ax.margins(x=0.3)  # room for the text at the bar ends
+    ax.grid(axis="x", alpha=0.3)
+
+
+def _accuracy_panel(ax: Any, rows: list[dict[str, Any]], ypos: list[int]) -> None:
+    lows, highs = [], []
+    for y, r in zip(ypos, rows):
+        mean, std = _num(r.get("acc_mean")), _num(r.get("acc_std")) or 0.0
+        if mean is None:
+            ax.text(0.02, y, "no accuracy", va="center", fontsize=9, color="grey", transform=ax.get_yaxis_transform())
+            continue
+        colour = _BASELINE_COLOUR if y == 0 else _OTHER_COLOUR
+        ax.barh(y, 100 * mean, xerr=100 * std, color=colour, capsize=3, ecolor="black")
+        ax.text(100 * (mean + std), y, f" {100 * mean:.2f}%", va="center", fontsize=9)
+        lows.append(100 * (mean - std))
+        highs.append(100 * (mean + std))
+    if lows:
+        # differences are tenths of a percent: bars from 0 would all look the same, so zoom on the spread
+        spread = max(highs) - min(lows)
+        pad = max(0.5, 0.25 * spread)
+        ax.set_xlim(max(0.0, min(lows) - pad), min(100.0, max(highs) + 2 * pad) if max(highs) < 100 else 100.5)
+        base = _num(rows[0].get("acc_mean"))
+        if base is not None:
+            ax.axvline(100 * base, color=_BASELINE_COLOUR, lw=1, ls="--")
+    ax.set_xlabel("test accuracy (%)")
+    ax.grid(axis="x", alpha=0.3)

@@ -1,0 +1,16 @@
+"""What library defaults give: the fast recipe's model, Adam at lr 1e-3 held constant, fp32, batch 128, shuffled,
+no weight decay, no schedule, no augmentation, no tricks. The budget is long enough for it to reach the target."""
+
+from quicktrain.config import (Config, DataConfig, MethodsConfig, ModelConfig, OptimConfig, ScheduleConfig,
+                               SystemConfig, TrainConfig)
+
+CONFIG = Config(
+    name="plain",
+    data=DataConfig(name="mnist1d", augment="none"),
+    model=ModelConfig(name="fastnet1d"),
+    optim=OptimConfig(name="adam", lr=1e-3, weight_decay=0.0, no_decay_1d=False),
+    schedule=ScheduleConfig(kind="constant"),
+    train=TrainConfig(epochs=100, batch_size=128, target=0.94, eval_every=1.0),
+    methods=MethodsConfig(label_smoothing=0.0, ema=0.0, resize_from=1.0, tta=False),
+    system=SystemConfig(precision="fp32", compile="off", channels_last="off"),
+)

@@ -1,0 +1,63 @@
+"""Schedules as pure functions of progress in [0, 1], where progress = samples seen / samples in the budget.
+
+One clock drives everything, so a batch-size ramp or a changed epoch count never shifts the LR shape.
+
+- `lr_factor`: warmup then one-cycle decay (Smith & Topin 2018, "Super-convergence"; linear warmup as in Goyal et al.
+  2017), cosine (Loshchilov & Hutter 2017), linear decay, or constant. Multiplies the peak LR.
+- `batch_size_at`: a batch-size ramp (Smith et al. 2018, "Don't decay the learning rate, increase the batch size").
+- `lr_batch_scale`: how the LR follows the batch size. `sqrt` keeps the gradient-noise scale for Adam-type optimizers
+  (Hoffer et al. 2017; Malladi et al. 2022, "On the SDEs and scaling rules for adaptive gradient algorithms");
+  `linear` is Goyal et al.'s rule for SGD.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def lr_factor(progress: float, kind: str, warmup: float = 0.0, start_frac: float = 0.0, end_frac: float = 0.0) -> float:
+    """LR as a fraction of the peak at `progress`.
+
+    onecycle: linear rise from start_frac to 1 over [0, warmup], then linear fall to end_frac at 1.
+    cosine:   the same warmup, then a half-cosine fall to end_frac.
+    linear:   no warmup, linear fall from 1 to end_frac.
+    constant: 1 throughout.
+    """
+    p = min(max(progress, 0.0), 1.0)
+    if kind == "constant":
+        return 1.0
+    if kind == "linear":
+        warmup = 0.0
+    elif p < warmup:
+        return start_frac + (1.0 - start_frac) * p / warmup
+    q = (p - warmup) / (1.0 - warmup)
+    if kind == "cosine":
+        return end_frac + (1.0 - end_frac) * 0.5 * (1.0 + math.cos(math.pi * q))
+    if kind in ("onecycle", "linear"):
+        return 1.0 + (end_frac - 1.0) * q
+    raise ValueError(f"unknown schedule kind {kind!r}")
+
+
+def batch_size_at(progress: float, final: int, ramp_from: int = 0, ramp_until: float = 0.5) -> int:
+    """Batch size at `progress`: linear from ramp_from to final over [0, ramp_until], then final.
+
+    Sizes snap down to a multiple of final // 8 so that only a handful of shapes occur (each new shape costs a
+    kernel selection on CUDA and a recompile under torch.compile). ramp_from = 0 turns the ramp off.
+    """
+    if ramp_from <= 0 or ramp_from >= final or progress >= ramp_until:
+        return final
+    raw = ramp_from + (final - ramp_from) * max(progress, 0.0) / ramp_until
+    grain = max(1, final // 8)
+    return max(ramp_from, min(final, int(raw) // grain * grain))
+
+
+def lr_batch_scale(batch_size: int, reference: int, rule: str) -> float:
+    """Factor for the LR at `batch_size` when the peak LR was set for `reference` examples per step."""
+    if rule == "none" or batch_size == reference:
+        return 1.0
+    ratio = batch_size / reference
+    if rule == "sqrt":
+        return math.sqrt(ratio)
+    if rule == "linear":
+        return ratio
+    raise ValueError(f"unknown lr_batch_rule {rule!r}")
