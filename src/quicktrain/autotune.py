@@ -14,19 +14,16 @@ measurement happens once per machine and setup. Delete the file to measure again
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
 import statistics
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
-from quicktrain.data.cache import cache_dir
+from quicktrain.cache import cache_dir, read_json, write_json
 from quicktrain.precision import Precision, candidates
 
 MARGIN = 0.05  # a candidate must be 5% faster than the default to replace it
@@ -118,26 +115,6 @@ def choose_compile(model: nn.Module, make_opt: OptFactory, x: Tensor, y: Tensor,
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _cache_path() -> Path:
-    return cache_dir() / "autotune.json"
-
-
-def _load_cache() -> dict[str, Any]:
-    try:
-        data = json.loads(_cache_path().read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _save_cache(entries: dict[str, Any]) -> None:
-    path = _cache_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(entries, indent=1, sort_keys=True))
-    os.replace(tmp, path)
-
-
 def cache_key(model: nn.Module, x: Tensor, optimizer_name: str, device_label: str) -> str:
     params = sum(p.numel() for p in model.parameters())
     return "|".join([device_label, f"torch{torch.__version__}", f"threads{torch.get_num_threads()}",
@@ -147,8 +124,10 @@ def cache_key(model: nn.Module, x: Tensor, optimizer_name: str, device_label: st
 def autotune(settings: Any, model: nn.Module, make_opt: OptFactory, x: Tensor, y: Tensor, loss_fn: LossFn,
              total_steps: int, key: str) -> Choices:
     """Resolve the `auto` fields of a SystemConfig (precision, channels_last, compile) for this model and batch."""
-    cache = _load_cache()
-    entry = cache.get(key, {}) if isinstance(cache.get(key), dict) else {}
+    path = cache_dir() / "autotune.json"
+    cache = read_json(path)
+    entry = dict(cache[key]) if isinstance(cache.get(key), dict) else {}
+    before = dict(entry)
     notes: dict[str, Any] = {}
     step: float | None = entry.get("step_seconds")
 
@@ -173,6 +152,10 @@ def autotune(settings: Any, model: nn.Module, make_opt: OptFactory, x: Tensor, y
             step = entry["step_seconds"] = _race(model, make_opt, x, y, loss_fn, precision, channels_last)
         compile_, notes["compile"] = choose_compile(model, make_opt, x, y, loss_fn, precision, step, total_steps)
 
-    cache[key] = entry
-    _save_cache(cache)
+    if entry != before:
+        cache[key] = entry
+        try:
+            write_json(path, cache)
+        except OSError:
+            pass  # an unwritable cache costs a re-measurement next time, never a failed run
     return Choices(precision, channels_last, compile_, step, notes)

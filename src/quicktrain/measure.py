@@ -10,10 +10,8 @@ peak is measured once per machine, dtype, torch version and thread count, and ca
 from __future__ import annotations
 
 import functools
-import json
 import os
 import platform
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +20,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from quicktrain.cache import cache_dir, read_json, write_json
 
 _IMPORTED_AT = time.monotonic()  # fallback origin for process_age where /proc is unavailable
 _CACHE_FILE = "peak_flops.json"
@@ -61,16 +61,6 @@ def count_train_flops(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Callable[
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Peak matmul rate
-
-
-def _cache_dir() -> Path:
-    """$QUICKTRAIN_CACHE, else $XDG_CACHE_HOME/quicktrain, else ~/.cache/quicktrain: the same rule as
-    quicktrain.data.cache.cache_dir, repeated so that this module needs nothing from the data package."""
-    if os.environ.get("QUICKTRAIN_CACHE"):
-        return Path(os.environ["QUICKTRAIN_CACHE"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "quicktrain"
-    return Path.home() / ".cache" / "quicktrain"
 
 
 def _sync(device: torch.device) -> None:
@@ -121,36 +111,14 @@ def _cache_key(device: torch.device, dtype: torch.dtype, threads: int) -> str:
     return " | ".join(parts)
 
 
-def _read_cache(path: Path) -> dict[str, dict]:
-    """The cached measurements, or {} if the file is missing or corrupt (then it is simply measured again)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_cache(path: Path, data: dict[str, dict]) -> None:
-    """Write atomically (temp file in the same directory, then os.replace), so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def peak_flops(device: torch.device, dtype: torch.dtype, threads: int | None = None) -> float:
     """Measured peak matmul rate (FLOP/s) of this machine for `dtype`, with `threads` intra-op threads on a CPU
     (default: torch's current setting). Measured once (~1.5 s on a CPU) and cached in <cache dir>/peak_flops.json,
     keyed by device name, dtype, torch version and thread count; delete the file to measure again."""
     device = torch.device(device)
     threads = threads or torch.get_num_threads()
-    path, key = _cache_dir() / _CACHE_FILE, _cache_key(device, dtype, threads)
-    cache = _read_cache(path)
+    path, key = cache_dir() / _CACHE_FILE, _cache_key(device, dtype, threads)
+    cache = read_json(path)
     entry = cache.get(key)
     if isinstance(entry, dict) and isinstance(entry.get("flops"), (int, float)) and entry["flops"] > 0:
         return float(entry["flops"])
@@ -161,10 +129,10 @@ def peak_flops(device: torch.device, dtype: torch.dtype, threads: int | None = N
         flops = _measure(device, dtype)
     finally:
         torch.set_num_threads(before)
-    cache = _read_cache(path)  # re-read: another process may have added entries meanwhile
+    cache = read_json(path)  # re-read: another process may have added entries meanwhile
     cache[key] = {"flops": flops, "measured": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     try:
-        _write_cache(path, cache)
+        write_json(path, cache)
     except OSError:
         pass  # an unwritable cache costs a re-measurement next time, never a failed run
     return flops

@@ -19,19 +19,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from quicktrain.cache import cache_dir
+
 FORMAT_VERSION = 1  # bump when the layout of a cached dataset changes, so old files are ignored
 
 # What np.load can raise on a damaged file: truncated zip, bad CRC, short read, missing key, bad header.
 _CORRUPT = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
-
-
-def cache_dir() -> Path:
-    """$QUICKTRAIN_CACHE, else $XDG_CACHE_HOME/quicktrain, else ~/.cache/quicktrain (not created here)."""
-    if os.environ.get("QUICKTRAIN_CACHE"):
-        return Path(os.environ["QUICKTRAIN_CACHE"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "quicktrain"
-    return Path.home() / ".cache" / "quicktrain"
 
 
 def datasets_dir() -> Path:
