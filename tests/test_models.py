@@ -99,3 +99,15 @@ def test_wrong_number_of_widths(name: str) -> None:
 
 def test_convbase_needs_one_channel() -> None:
     assert _one_line_error(ModelConfig(name="convbase"), (3, 40)).startswith("config key model.name: model 'convbase'")
+
+
+def test_fastnet1d_strides_from_config() -> None:
+    from quicktrain.config import ModelConfig
+
+    net = build_model(ModelConfig(name="fastnet1d", channels=(8, 8, 8), strides=(1, 2, 2)), (1, 40), 10)
+    assert [s[0].stride for s in net.stages] == [(1, 1), (1, 2), (1, 2)]
+    assert net(torch.randn(2, 1, 40)).shape == (2, 10)
+    with pytest.raises(ConfigError, match="config key model.strides: 2 strides for 3 stages"):
+        build_model(ModelConfig(name="fastnet1d", channels=(8, 8, 8), strides=(1, 2)), (1, 40), 10)
+    with pytest.raises(ConfigError, match="config key model.strides: model 'convbase' has no per-stage strides"):
+        build_model(ModelConfig(name="convbase", strides=(1,)), (1, 40), 10)

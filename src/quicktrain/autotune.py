@@ -1,8 +1,10 @@
 """The `auto` choices, made by measurement on this device rather than by rule of thumb.
 
-- precision: each candidate (fp32, bf16; fp16 on CUDA) trains a few steps on a copy of the model; the fastest one
-  whose first loss agrees with fp32's wins, and only if it beats fp32 by MARGIN (noise must not flip the choice).
-- channels_last (4-D inputs only): the same race between memory formats.
+- precision x channels_last, raced jointly (they interact: on this CPU bf16 lost to fp32 in the default layout but
+  won in channels_last): each combination trains a few steps on a copy of the model; the fastest wins, and only if it
+  beats the default (fp32, default layout) by MARGIN, so noise never flips the choice. A precision whose first loss
+  disagrees with fp32's is not raced. channels_last is raced for models with 2-D conv weights, which includes our
+  1-D nets (they run 2-D (1, k) kernels).
 - compile: torch.compile cost 5-20 s here and saved about 5% per step on MNIST-1D-sized nets, so it is only tried
   when the projected train time is at least COMPILE_MIN_SECONDS; then a compiled copy is timed and kept only if the
   saving over the remaining steps exceeds the compile time.
@@ -38,7 +40,6 @@ class Choices:
     precision: str
     channels_last: bool
     compile: bool
-    step_seconds: float | None = None  # measured eager seconds per step of the chosen setup, if measured
     notes: dict[str, Any] = field(default_factory=dict)  # the timings behind each choice, for the report
 
 
@@ -67,11 +68,17 @@ def time_steps(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y:
     return statistics.median(times)
 
 
+def _has_2d_convs(model: nn.Module) -> bool:
+    return any(p.ndim == 4 for p in model.parameters())
+
+
 def _race(model: nn.Module, make_opt: OptFactory, x: Tensor, y: Tensor, loss_fn: LossFn, precision: str,
           channels_last: bool = False) -> float:
     m = copy.deepcopy(model)
     if channels_last:
-        m, x = m.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        m = m.to(memory_format=torch.channels_last)
+        if x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
     return time_steps(m, make_opt(m), x, y, loss_fn, Precision(precision, x.device))
 
 
@@ -83,16 +90,19 @@ def _agrees(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn, name: str, 
     return math.isfinite(value) and abs(value - reference) <= 0.05 * max(1.0, abs(reference))
 
 
-def choose_precision(model: nn.Module, make_opt: OptFactory, x: Tensor, y: Tensor, loss_fn: LossFn) -> tuple[str, dict[str, float]]:
-    m = copy.deepcopy(model)
-    with torch.no_grad():
-        reference = float(loss_fn(m(x), y))
-    timings: dict[str, float] = {}
-    for name in candidates(x.device):
-        if name == "fp32" or _agrees(model, x, y, loss_fn, name, reference):
-            timings[name] = _race(model, make_opt, x, y, loss_fn, name)
+def choose_layout(model: nn.Module, make_opt: OptFactory, x: Tensor, y: Tensor, loss_fn: LossFn,
+                  precisions: list[str], layouts: list[bool]) -> tuple[tuple[str, bool], dict[str, float]]:
+    """Race every (precision, channels_last) combination; return the choice and the seconds per step of each."""
+    if len(precisions) > 1:
+        m = copy.deepcopy(model)
+        with torch.no_grad():
+            reference = float(loss_fn(m(x), y))
+        precisions = [p for p in precisions if p == "fp32" or _agrees(model, x, y, loss_fn, p, reference)]
+    timings = {(p, cl): _race(model, make_opt, x, y, loss_fn, p, cl) for p in precisions for cl in layouts}
+    default = (precisions[0], layouts[0])
     best = min(timings, key=lambda k: timings[k])
-    return (best if timings[best] < timings["fp32"] * (1 - MARGIN) else "fp32"), timings
+    choice = best if timings[best] < timings[default] * (1 - MARGIN) else default
+    return choice, {f"{p}{' channels_last' if cl else ''}": t for (p, cl), t in timings.items()}
 
 
 def choose_compile(model: nn.Module, make_opt: OptFactory, x: Tensor, y: Tensor, loss_fn: LossFn, precision: str,
@@ -129,28 +139,24 @@ def autotune(settings: Any, model: nn.Module, make_opt: OptFactory, x: Tensor, y
     entry = dict(cache[key]) if isinstance(cache.get(key), dict) else {}
     before = dict(entry)
     notes: dict[str, Any] = {}
-    step: float | None = entry.get("step_seconds")
 
-    precision = settings.precision
-    if precision == "auto":
-        if "precision" not in entry:
-            entry["precision"], entry["precision_timings"] = choose_precision(model, make_opt, x, y, loss_fn)
-            entry["step_seconds"] = step = entry["precision_timings"][entry["precision"]]
-        precision, notes["precision"] = entry["precision"], entry["precision_timings"]
-
-    channels_last = settings.channels_last == "on"
-    if settings.channels_last == "auto" and x.ndim == 4:
-        if "channels_last" not in entry:
-            plain = _race(model, make_opt, x, y, loss_fn, precision)
-            cl = _race(model, make_opt, x, y, loss_fn, precision, channels_last=True)
-            entry["channels_last"], entry["channels_last_timings"] = cl < plain * (1 - MARGIN), {"off": plain, "on": cl}
-        channels_last, notes["channels_last"] = entry["channels_last"], entry["channels_last_timings"]
+    precisions = candidates(x.device) if settings.precision == "auto" else [settings.precision]
+    layouts = [False, True] if settings.channels_last == "auto" and _has_2d_convs(model) else [settings.channels_last == "on"]
+    precision, channels_last = precisions[0], layouts[0]
+    if len(precisions) * len(layouts) > 1:
+        race = f"race {'/'.join(precisions)} x channels_last {'/'.join(map(str, layouts))}"  # what was raced
+        if race not in entry:
+            choice, timings = choose_layout(model, make_opt, x, y, loss_fn, precisions, layouts)
+            entry[race] = {"precision": choice[0], "channels_last": choice[1], "timings": timings}
+        precision, channels_last = entry[race]["precision"], entry[race]["channels_last"]
+        notes["precision x layout"] = entry[race]["timings"]
 
     compile_ = settings.compile == "on"
     if settings.compile == "auto":
-        if step is None:
-            step = entry["step_seconds"] = _race(model, make_opt, x, y, loss_fn, precision, channels_last)
-        compile_, notes["compile"] = choose_compile(model, make_opt, x, y, loss_fn, precision, step, total_steps)
+        setup = f"step {precision}{' channels_last' if channels_last else ''}"
+        if setup not in entry:
+            entry[setup] = _race(model, make_opt, x, y, loss_fn, precision, channels_last)
+        compile_, notes["compile"] = choose_compile(model, make_opt, x, y, loss_fn, precision, entry[setup], total_steps)
 
     if entry != before:
         cache[key] = entry
@@ -158,4 +164,4 @@ def autotune(settings: Any, model: nn.Module, make_opt: OptFactory, x: Tensor, y
             write_json(path, cache)
         except OSError:
             pass  # an unwritable cache costs a re-measurement next time, never a failed run
-    return Choices(precision, channels_last, compile_, step, notes)
+    return Choices(precision, channels_last, compile_, notes)

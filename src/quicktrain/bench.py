@@ -27,7 +27,6 @@ class Toggle:
     is_on: Callable[[Config], bool]
     off: dict[str, Any]
     on: dict[str, Any]
-    applies: Callable[[Config, int], bool] = lambda cfg, ndim: True
 
 
 TOGGLES = (
@@ -50,7 +49,7 @@ TOGGLES = (
     Toggle("on-device augmentation", lambda c: c.data.augment != "none", {"data.augment": "none"},
            {"data.augment": "auto"}),
     Toggle("channels_last", lambda c: c.system.channels_last != "off", {"system.channels_last": "off"},
-           {"system.channels_last": "on"}, applies=lambda c, ndim: ndim == 2),
+           {"system.channels_last": "on"}),
 )
 
 
@@ -100,15 +99,18 @@ def headline(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _run_seeds(cfg: Config, seeds: int, data: Any, instance: str | None, prices_path: str | None, progress: bool,
-               log: Callable[[str], None]) -> list[Result]:
-    results = []
+def _run_interleaved(configs: list[Config], seeds: int, data_for: Callable[[Config], Any], instance: str | None,
+                     prices_path: str | None, progress: bool, log: Callable[[str], None]) -> list[list[Result]]:
+    """Seed-major order (seed 0 of every config, then seed 1, ...), so that drift in the machine's speed during a
+    long bench (seen here: 30% for minutes) falls on every recipe alike instead of on whichever ran last."""
+    results: list[list[Result]] = [[] for _ in configs]
     for seed in range(seeds):
-        r = train(replace(cfg, train=replace(cfg.train, seed=seed)), data=data, instance=instance,
-                  prices_path=prices_path, progress=progress)
-        results.append(r)
-        to_target = f"{r.seconds_to_target:.3f} s" if r.seconds_to_target is not None else "not reached"
-        log(f"  {cfg.name} seed {seed}: {to_target}, test {100 * r.test_acc:.2f}%, train {r.train_seconds:.3f} s")
+        for cfg, out in zip(configs, results):
+            r = train(replace(cfg, train=replace(cfg.train, seed=seed)), data=data_for(cfg), instance=instance,
+                      prices_path=prices_path, progress=progress)
+            out.append(r)
+            to_target = f"{r.seconds_to_target:.3f} s" if r.seconds_to_target is not None else "not reached"
+            log(f"  {cfg.name} seed {seed}: {to_target}, test {100 * r.test_acc:.2f}%, train {r.train_seconds:.3f} s")
     return results
 
 
@@ -116,6 +118,7 @@ def run_bench(configs: list[Config], seeds: int = 5, ablate: bool = False, out_d
               instance: str | None = None, prices_path: str | None = None, progress: bool = False,
               log: Callable[[str], None] = print) -> dict[str, Any]:
     prices.lookup(instance or prices.DEFAULT_INSTANCE, prices.load_prices(prices_path))  # fail before training
+    configs = list(configs)
     data_cache: dict[Any, Any] = {}
 
     def data_for(cfg: Config) -> Any:
@@ -123,28 +126,25 @@ def run_bench(configs: list[Config], seeds: int = 5, ablate: bool = False, out_d
             data_cache[cfg.data] = load_data(cfg.data)
         return data_cache[cfg.data]
 
+    seen: dict[str, int] = {}
+    for i, cfg in enumerate(configs):  # `bench mnist1d mnist1d` is legal: keep the rows apart
+        seen[cfg.name] = seen.get(cfg.name, 0) + 1
+        if seen[cfg.name] > 1:
+            configs[i] = replace(cfg, name=f"{cfg.name}#{seen[cfg.name]}")
     target = configs[0].train.target
-    rows, runs = [], {}
-    for cfg in configs:
-        log(f"{cfg.name}: {seeds} seeds")
-        runs[cfg.name] = _run_seeds(cfg, seeds, data_for(cfg), instance, prices_path, progress, log)
-        rows.append(summarise(cfg.name, runs[cfg.name], target))
-
-    ablation: list[dict[str, Any]] = []
+    variants: list[tuple[str, Config]] = [(cfg.name, cfg) for cfg in configs]
     if ablate:
         base = configs[0]
-        ablation.append(rows[0] | {"label": f"{base.name} (all on)"})
-        ndim = data_for(base).ndim
         for t in TOGGLES:
-            if not t.applies(base, ndim):
-                continue
             on = t.is_on(base)
             label = f"{'−' if on else '+'} {t.name}"
-            variant = replace(apply_overrides(base, t.off if on else t.on), name=f"{base.name} {label}")
-            log(f"ablation: {label}")
-            results = _run_seeds(variant, seeds, data_for(variant), instance, prices_path, progress, log)
-            runs[variant.name] = results
-            ablation.append(summarise(label, results, target))
+            variants.append((label, replace(apply_overrides(base, t.off if on else t.on), name=f"{base.name} {label}")))
+    log(f"{len(variants)} configurations x {seeds} seeds, interleaved by seed")
+    all_results = _run_interleaved([c for _, c in variants], seeds, data_for, instance, prices_path, progress, log)
+    runs = {cfg.name: rs for (_, cfg), rs in zip(variants, all_results)}
+    summaries = [summarise(label, rs, target) for (label, _), rs in zip(variants, all_results)]
+    rows = summaries[: len(configs)]
+    ablation = [rows[0] | {"label": f"{configs[0].name} (all on)"}, *summaries[len(configs):]] if ablate else []
 
     summary = {"target": target, "seeds": seeds, "rows": rows, "ablation": ablation, "headline": headline(rows)}
     table = bench_table(rows, target)

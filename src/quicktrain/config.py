@@ -72,9 +72,11 @@ DATASETS = ("mnist1d", "digits", "mnist5k", "cifar10", "npz", "custom")
 class ModelConfig:
     name: str = "fastnet1d"  # a key of quicktrain.models.MODELS
     channels: tuple[int, ...] = ()  # per-stage widths; () = the model's own default
+    strides: tuple[int, ...] = ()  # per-stage strides, for models that take them (fastnet1d); () = the model's default
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
         yield "channels", all(c > 0 for c in self.channels), "widths must be > 0"
+        yield "strides", all(s > 0 for s in self.strides), "strides must be > 0"
 
 
 @dataclass(frozen=True)

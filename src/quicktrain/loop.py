@@ -39,7 +39,7 @@ from quicktrain.models import build_model
 from quicktrain.optim import make_optimizer
 from quicktrain.precision import Precision
 from quicktrain.recipes import load_recipe
-from quicktrain.schedules import batch_size_at, lr_batch_scale, lr_factor
+from quicktrain.schedules import make_schedule
 
 NAN_CHECK_EVERY = 32  # steps between non-finite-loss checks (each check is a host sync on CUDA)
 
@@ -125,12 +125,15 @@ def train(cfg: Config | ModuleType | str | None = None, model: nn.Module | None 
     writer = _RunWriter(run_dir, cfg) if run_dir is not None else None
 
     # ---- the loop ---------------------------------------------------------------------------------------------------
-    step, samples, train_seconds = 0, 0, 0.0
+    # Hot path: ~0.6 ms a step on a tiny net, so everything the loop reads each step is a local (docs/BENCHMARKS.md,
+    # "Loop overhead"), and nothing is computed per step that can be recomputed afterwards (e.g. the FLOP count).
+    schedule = make_schedule(cfg)
+    clip, max_seconds, cl_input = cfg.optim.grad_clip, tc.max_seconds, choices.channels_last and xtr.ndim == 4
+    step, samples, train_seconds, lr = 0, 0, 0.0, -1.0
     interval = max(1, int(tc.eval_every * n_train))
     next_eval = max(interval, int(tc.eval_from * total))
     metrics: list[dict[str, Any]] = []
     pending: list[Tensor] = []
-    shapes: Counter[tuple[int, ...]] = Counter()
     reached_at: dict[str, Any] | None = None
     bar = _progress_bar(math.ceil(total / tc.batch_size), cfg.name, progress)
     last_val: float | None = None
@@ -139,32 +142,31 @@ def train(cfg: Config | ModuleType | str | None = None, model: nn.Module | None 
     t_seg = time.perf_counter()
     while True:
         progress_ = samples / total
-        bs = batch_size_at(progress_, tc.batch_size, cfg.schedule.batch_ramp_from, cfg.schedule.batch_ramp_until)
-        lr = cfg.optim.lr * lr_factor(progress_, cfg.schedule.kind, cfg.schedule.warmup, cfg.schedule.start_frac,
-                                      cfg.schedule.end_frac) * lr_batch_scale(bs, tc.batch_size, cfg.schedule.lr_batch_rule)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        bs, new_lr = schedule(progress_)
+        if new_lr != lr:
+            lr = new_lr
+            for group in optimizer.param_groups:
+                group["lr"] = lr
         x, y = batches.next(bs)
         for hook in on_batch:
             x, y = hook(x, y, progress_)
-        if choices.channels_last:
+        if cl_input:
             x = x.contiguous(memory_format=torch.channels_last)
         with prec.autocast():
             loss = loss_fn(net(x), y)
         prec.backward(loss)
-        prec.step(optimizer, cfg.optim.grad_clip, model)
+        prec.step(optimizer, clip, model)
         optimizer.zero_grad(set_to_none=True)
         step += 1
         samples += bs
         for hook in after_step:
             hook(model, step)
         pending.append(loss.detach())
-        shapes[tuple(x.shape)] += 1
         if len(pending) >= NAN_CHECK_EVERY:
             _check_finite(pending, step, lr)
         bar.update(step, val_acc=last_val)
 
-        out_of_time = tc.max_seconds > 0 and train_seconds + time.perf_counter() - t_seg >= tc.max_seconds
+        out_of_time = max_seconds > 0 and train_seconds + time.perf_counter() - t_seg >= max_seconds
         done = samples >= total or out_of_time
         if samples < next_eval and not done:
             continue
@@ -197,7 +199,7 @@ def train(cfg: Config | ModuleType | str | None = None, model: nn.Module | None 
 
     # ---- the result ---------------------------------------------------------------------------------------------
     last = metrics[-1]
-    flops = sum(n * _step_flops(model, splits, shape, loss_fn, device) for shape, n in shapes.items())
+    flops = sum(n * _step_flops(model, splits, shape, loss_fn, device) for shape, n in _shapes(cfg, splits, total, step).items())
     peak = measure.peak_flops(device, prec.dtype)
     on_demand, spot = prices.cost_usd(train_seconds, price)
     result = Result(
@@ -303,8 +305,22 @@ def _check_finite(pending: list[Tensor], step: int, lr: float) -> float | None:
     return mean
 
 
-def _step_flops(model: nn.Module, splits: Splits, shape: tuple[int, ...], loss_fn: Any, device: torch.device) -> float:
-    n, size = shape[0], shape[-1]
+def _shapes(cfg: Config, splits: Splits, total: int, steps: int) -> Counter[tuple[int, int]]:
+    """How many steps ran at each (batch size, input size): the loop's schedule replayed, not tracked per step."""
+    schedule, mc, full = make_schedule(cfg), cfg.methods, max(splits.input_shape[1:])
+    counts: Counter[tuple[int, int]] = Counter()
+    samples = 0
+    for _ in range(steps):
+        p = samples / total
+        bs = schedule(p)[0]
+        size = size_at(p, full, mc.resize_from, mc.resize_until, mc.resize_multiple) if mc.resize_from < 1 else full
+        counts[(bs, size)] += 1
+        samples += bs
+    return counts
+
+
+def _step_flops(model: nn.Module, splits: Splits, shape: tuple[int, int], loss_fn: Any, device: torch.device) -> float:
+    n, size = shape
     x = resize(splits.train.x[:n].to(device), size)
     return measure.count_train_flops(model, x, splits.train.y[:n].to(device), loss_fn)
 

@@ -13,6 +13,7 @@ One clock drives everything, so a batch-size ramp or a changed epoch count never
 from __future__ import annotations
 
 import math
+from typing import Any, Callable
 
 
 def lr_factor(progress: float, kind: str, warmup: float = 0.0, start_frac: float = 0.0, end_frac: float = 0.0) -> float:
@@ -61,3 +62,19 @@ def lr_batch_scale(batch_size: int, reference: int, rule: str) -> float:
     if rule == "linear":
         return ratio
     raise ValueError(f"unknown lr_batch_rule {rule!r}")
+
+
+def make_schedule(cfg: Any) -> Callable[[float], tuple[int, float]]:
+    """progress -> (batch size, LR) for a Config: the one function the loop calls each step. When neither can change
+    (constant LR, no ramp) it returns a precomputed pair, so a plain run pays nothing for the schedule machinery."""
+    sc, lr0, final = cfg.schedule, cfg.optim.lr, cfg.train.batch_size
+    if sc.kind == "constant" and sc.batch_ramp_from <= 0:
+        fixed = (final, lr0)
+        return lambda progress: fixed
+
+    def at(progress: float) -> tuple[int, float]:
+        bs = batch_size_at(progress, final, sc.batch_ramp_from, sc.batch_ramp_until)
+        factor = lr_factor(progress, sc.kind, sc.warmup, sc.start_frac, sc.end_frac)
+        return bs, lr0 * factor * lr_batch_scale(bs, final, sc.lr_batch_rule)
+
+    return at

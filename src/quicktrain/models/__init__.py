@@ -1,7 +1,8 @@
 """The model registry: `MODELS` maps a name to a builder `builder(input_shape, num_classes, channels=()) -> nn.Module`.
 
 `input_shape` is per sample: (C, L) for 1-D signals, (C, H, W) for images; models take batches (N, *input_shape).
-`channels=()` means the model's own default widths. Add a model by adding an entry to the dict. Every model uses
+`channels=()` means the model's own default widths; builders that take per-stage `strides` (fastnet1d) get them
+from `model.strides` when it is set. Add a model by adding an entry to the dict. Every model uses
 PyTorch's default initialisation.
 
 | name      | data | default widths  | notes                                                                 |
@@ -16,6 +17,7 @@ PyTorch's default initialisation.
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 from torch import nn
@@ -42,7 +44,12 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
     """The model `cfg.name` for per-sample `input_shape`; a one-line ConfigError naming the key if it cannot be built."""
     if cfg.name not in MODELS:
         raise ConfigError(f"config key model.name: unknown model {cfg.name!r} (choose from {', '.join(MODELS)})")
-    return MODELS[cfg.name](tuple(input_shape), num_classes, tuple(cfg.channels))
+    builder = MODELS[cfg.name]
+    if not cfg.strides:
+        return builder(tuple(input_shape), num_classes, tuple(cfg.channels))
+    if "strides" not in inspect.signature(builder).parameters:
+        raise ConfigError(f"config key model.strides: model {cfg.name!r} has no per-stage strides (leave it empty)")
+    return builder(tuple(input_shape), num_classes, tuple(cfg.channels), strides=tuple(cfg.strides))
 
 
 def count_params(model: nn.Module) -> int:

@@ -1,0 +1,17 @@
+CANDIDATES = [
+    {},
+    {"methods.tta": False},
+    {"train.epochs": 2.5},
+    {"train.epochs": 2.0},
+    {"optim.lr": 2e-2},
+    {"schedule.warmup": 0.3},
+    {"schedule.warmup": 0.5},
+    {"train.batch_size": 96},
+    {"train.batch_size": 64, "train.epochs": 2.0},
+    {"schedule.batch_ramp_from": 32, "schedule.batch_ramp_until": 0.5},
+    {"methods.resize_from": 0.5, "methods.resize_until": 0.5},
+    {"methods.label_smoothing": 0.1},
+    {"methods.ema": 0.9},
+    {"data.augment": "none"},
+    {"train.eval_every": 3.0},
+]
