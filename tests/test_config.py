@@ -35,6 +35,7 @@ def test_overrides_convert_by_field_type(override: str, key: str, expected: obje
 
 def test_overrides_from_python_dict() -> None:
     assert apply_overrides(Config(), {"optim.lr": 0.5}).optim.lr == 0.5
+    assert apply_overrides(Config(), {"model.channels": [8, 16]}).model.channels == (8, 16)  # JSON lists
 
 
 @pytest.mark.parametrize(

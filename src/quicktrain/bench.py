@@ -26,7 +26,7 @@ class Toggle:
     name: str
     is_on: Callable[[Config], bool]
     off: dict[str, Any]
-    on: dict[str, Any]
+    on: dict[str, Any] | Callable[[Config], dict[str, Any]]  # a function where "on" depends on the recipe
 
 
 TOGGLES = (
@@ -44,7 +44,7 @@ TOGGLES = (
     Toggle("progressive resizing", lambda c: c.methods.resize_from < 1, {"methods.resize_from": 1.0},
            {"methods.resize_from": 0.5}),
     Toggle("batch-size ramp", lambda c: c.schedule.batch_ramp_from > 0, {"schedule.batch_ramp_from": 0},
-           {"schedule.batch_ramp_from": 32}),
+           lambda c: {"schedule.batch_ramp_from": max(1, c.train.batch_size // 4)}),
     Toggle("test-time augmentation", lambda c: c.methods.tta, {"methods.tta": False}, {"methods.tta": True}),
     Toggle("on-device augmentation", lambda c: c.data.augment != "none", {"data.augment": "none"},
            {"data.augment": "auto"}),
@@ -138,7 +138,8 @@ def run_bench(configs: list[Config], seeds: int = 5, ablate: bool = False, out_d
         for t in TOGGLES:
             on = t.is_on(base)
             label = f"{'−' if on else '+'} {t.name}"
-            variants.append((label, replace(apply_overrides(base, t.off if on else t.on), name=f"{base.name} {label}")))
+            change = t.off if on else (t.on(base) if callable(t.on) else t.on)
+            variants.append((label, replace(apply_overrides(base, change), name=f"{base.name} {label}")))
     log(f"{len(variants)} configurations x {seeds} seeds, interleaved by seed")
     all_results = _run_interleaved([c for _, c in variants], seeds, data_for, instance, prices_path, progress, log)
     runs = {cfg.name: rs for (_, cfg), rs in zip(variants, all_results)}

@@ -82,7 +82,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     name: str = "adamw"  # adamw | sgd (Nesterov, decoupled decay) | adam (L2 added to the gradient, torch's coupled form)
-    lr: float = 1e-2  # peak LR at train.batch_size examples per step
+    lr: float = 4e-2  # peak LR at train.batch_size examples per step
     weight_decay: float = 5e-4  # decoupled for adamw/sgd (Loshchilov & Hutter 2019), L2 for adam
     no_decay_1d: bool = True  # no decay on norm weights, biases and other 1-d parameters
     betas: tuple[float, float] = (0.9, 0.999)
@@ -103,7 +103,7 @@ class OptimConfig:
 @dataclass(frozen=True)
 class ScheduleConfig:
     kind: str = "onecycle"  # onecycle (warmup then linear decay; Smith 2018) | cosine | linear (no warmup) | constant
-    warmup: float = 0.4  # fraction of training spent rising from start_frac to the peak LR
+    warmup: float = 0.5  # fraction of training spent rising from start_frac to the peak LR
     start_frac: float = 0.04  # LR at the start as a fraction of peak (OneCycleLR's 1/div_factor)
     end_frac: float = 0.0  # LR at the end as a fraction of peak
     batch_ramp_from: int = 0  # batch size at the start of a ramp up to train.batch_size; 0 = no ramp
@@ -123,7 +123,7 @@ class ScheduleConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: float = 3.0  # budget: passes over the training split
-    batch_size: int = 128  # examples per step (the final size when the batch ramp is on)
+    batch_size: int = 192  # examples per step (the final size when the batch ramp is on)
     target: float = 0.94  # validation accuracy to reach; 0 = no target
     stop_on_target: bool = True  # stop at the first validation check that reaches the target
     max_seconds: float = 0.0  # train-clock budget in seconds; 0 = none
@@ -315,6 +315,8 @@ def apply_overrides(cfg: Config, overrides: Iterable[str] | dict[str, Any]) -> C
             set_key(cfg, key, value)  # raises the right "unknown key" message
         if isinstance(value, str) and leaf_types[key] is not str:
             value = _parse(value, leaf_types[key], key)
+        elif isinstance(value, list) and typing.get_origin(leaf_types[key]) is tuple:
+            value = tuple(value)  # from JSON or Optuna, which have no tuples
         cfg = set_key(cfg, key, value)
     return check_config(cfg)
 
