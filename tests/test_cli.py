@@ -113,3 +113,61 @@ def test_diverging_run_exits_1_and_writes_no_result(tmp_path: Path, capsys) -> N
     assert "training diverged" in err and "lower optim.lr" in err
     assert not (tmp_path / "r" / "report.md").exists() and not (tmp_path / "r" / "result.json").exists()
     assert not out.strip().splitlines()[-1].startswith("{")
+
+
+def test_signal_exits_75_and_resume_finishes(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import signal
+    import threading
+
+    run_dir = tmp_path / "r"
+    timer = threading.Timer(3.0, lambda: os.kill(os.getpid(), signal.SIGTERM))  # a spot notice, mid-run
+    timer.start()
+    try:
+        code, out, err = cli(capsys, "run", recipe(tmp_path, "long", 400.0), "--run-dir", str(run_dir), "--no-progress",
+                             "--train.target=0", "--instance", "g5.xlarge")
+    finally:
+        timer.cancel()
+    assert code == 75, err
+    assert "stopped by SIGTERM: checkpointed at step" in err and "quicktrain resume" in err
+    assert not out.strip().splitlines()[-1].startswith("{")
+    code, out, err = cli(capsys, "resume", str(run_dir), "--no-progress")
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["restarts"] == 1 and result["instance"] == "g5.xlarge" and len(result["weights_sha256"]) == 64
+    code, _, err = cli(capsys, "resume", str(run_dir))
+    assert code == 2 and "holds a finished run" in err
+
+
+def test_resume_bad_inputs(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = cli(capsys, "resume", str(tmp_path / "nowhere"))
+    assert code == 2 and "is not a quicktrain run directory" in err and err.count("\n") == 1
+    code, _, err = cli(capsys, "resume", str(tmp_path), "--optim.lr=1")
+    assert code == 2 and "resume takes no config overrides" in err
+    # every checkpoint damaged: one line naming a file, exit 2
+    from quicktrain.checkpoint import write_checkpoint
+
+    run_dir = tmp_path / "damaged"
+    code, _, err = cli(capsys, "run", recipe(tmp_path), "--run-dir", str(run_dir), "--no-progress")
+    assert code == 0
+    (run_dir / "result.json").unlink()
+    write_checkpoint(run_dir / "checkpoints", 999, {"w": __import__("torch").ones(2)}, {"step": 999})
+    for path in (run_dir / "checkpoints").iterdir():
+        (path / "meta.json").write_bytes(b"garbage")
+    code, _, err = cli(capsys, "resume", str(run_dir), "--no-progress")
+    assert code == 2 and "no valid checkpoint in" in err and "meta.json" in err and err.count("\n") == 1
+
+
+def test_checkpoint_write_failure_exits_1(tmp_path: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import errno
+
+    import quicktrain.checkpoint as ckpt
+
+    def full_disk(directory, name, data):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt, "_write_file", full_disk)
+    code, out, err = cli(capsys, "run", recipe(tmp_path), "--run-dir", str(tmp_path / "r"), "--no-progress",
+                         "--checkpoint.every_steps=5")
+    assert code == 1 and "No space left on device" in err and "previous checkpoint is intact" in err
+    assert not out.strip().splitlines()[-1].startswith("{")

@@ -1,6 +1,7 @@
 """The command line. `main(argv) -> int` so tests call it in-process.
 
-Exit statuses: 0 success; 1 the run diverged (non-finite loss); 2 bad input (one line on stderr, no traceback).
+Exit statuses: 0 success; 1 the run diverged (non-finite loss) or a checkpoint could not be written; 2 bad input
+(one line on stderr, no traceback); 75 stopped by SIGTERM/SIGINT/SIGUSR1 after writing a checkpoint (resume it).
 Config overrides are any `--section.key=value` (or `--section.key value`) arguments; they are checked against the
 config dataclasses (quicktrain.config).
 """
@@ -14,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from quicktrain.errors import ConfigError, TrainingDiverged, UserError
+from quicktrain.checkpoint import CheckpointWriteError
+from quicktrain.errors import ConfigError, Preempted, TrainingDiverged, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,8 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
                          allow_abbrev=False)
     run.add_argument("recipe", nargs="?", default="mnist1d", help="built-in name or path to a .py defining CONFIG")
     run.add_argument("--seed", type=int, help="random seed (init, data order, augmentation)")
-    run.add_argument("--run-dir", metavar="DIR", help="where config.json, metrics.jsonl, report.md and plots go")
+    run.add_argument("--run-dir", metavar="DIR", help="where config.json, metrics.jsonl, report.md, plots and "
+                     "checkpoints go; a run there that was stopped resumes from its newest valid checkpoint")
+    run.add_argument("--force", action="store_true", help="resume even if the config, data or torch version changed")
     _common(run)
+
+    resume = sub.add_parser("resume", help="continue a stopped run from its newest valid checkpoint", allow_abbrev=False)
+    resume.add_argument("run_dir", metavar="DIR", help="the run directory")
+    resume.add_argument("--force", action="store_true", help="resume even if the data or torch version changed")
+    resume.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     bench = sub.add_parser("bench", help="recipes x seeds side by side on this machine; --ablate for techniques",
                            allow_abbrev=False)
@@ -87,6 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingDiverged as exc:
         print(f"quicktrain: training diverged: {exc}", file=sys.stderr)
         return 1
+    except CheckpointWriteError as exc:
+        print(f"quicktrain: error: {exc}", file=sys.stderr)
+        return 1
+    except Preempted as exc:
+        print(f"quicktrain: stopped by {exc}; continue with `quicktrain resume DIR`", file=sys.stderr)
+        return 75
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
 
@@ -106,6 +121,10 @@ def _dispatch(argv: list[str], origin: float) -> int:
 
         print("\n".join(BUILTIN))
         return 0
+    if args.command == "resume":
+        if rest:
+            raise UserError(f"resume takes no config overrides (got {rest[0]!r}): a resumed run keeps its config")
+        return _resume(args, origin)
     overrides = _split_overrides(rest)
     if args.target is not None:
         overrides.append(f"train.target={args.target}")
@@ -122,15 +141,38 @@ def _configure(recipe: str, overrides: list[str]) -> Any:
 
 
 def _run(args: argparse.Namespace, overrides: list[str], origin: float) -> int:
-    from quicktrain.loop import train
-
     if args.seed is not None:
         overrides.append(f"train.seed={args.seed}")
     cfg = _configure(args.recipe, overrides)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name / time.strftime(f"%Y%m%d-%H%M%S-s{cfg.train.seed}")
+    return _train_and_report(cfg, run_dir, args.instance, args.prices, not args.no_progress, origin, args.force)
+
+
+def _resume(args: argparse.Namespace, origin: float) -> int:
+    from quicktrain.config import check_config, from_dict
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise UserError(f"{run_dir} is not a quicktrain run directory (no config.json)")
+    try:
+        cfg = check_config(from_dict(json.loads((run_dir / "config.json").read_text())))
+        invocation = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    except ValueError:
+        raise UserError(f"{run_dir / 'config.json'} is not valid JSON") from None
+    return _train_and_report(cfg, run_dir, invocation.get("instance"), invocation.get("prices"),
+                             not args.no_progress, origin, args.force)
+
+
+def _train_and_report(cfg: Any, run_dir: Path, instance: str | None, prices: str | None, progress: bool,
+                      origin: float, force: bool) -> int:
+    from quicktrain.loop import train
+
     _print_config(cfg)
-    result = train(cfg, run_dir=run_dir, instance=args.instance, prices_path=args.prices,
-                   progress=not args.no_progress, wall_origin=origin, log=lambda m: print(m, flush=True))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "run.json").exists():  # how the run was started; a resume keeps it
+        (run_dir / "run.json").write_text(json.dumps({"instance": instance, "prices": prices}) + "\n")
+    result = train(cfg, run_dir=run_dir, instance=instance, prices_path=prices, progress=progress,
+                   wall_origin=origin, log=lambda m: print(m, flush=True), force=force)
     _print_summary(result)
     print(json.dumps(result.to_json()), flush=True)
     return 0

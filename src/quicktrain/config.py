@@ -177,6 +177,21 @@ class SystemConfig:
 
 
 @dataclass(frozen=True)
+class CheckpointConfig:
+    """Used when the run has a run directory. The signal handlers catch SIGTERM/SIGINT/SIGUSR1 (spot notices)."""
+
+    every_seconds: float = 30.0  # train-clock seconds between checkpoints, stretched to 50x the last write (<= 2%)
+    every_steps: int = 0  # also every k steps; 0 = off
+    keep: int = 2  # newest checkpoints kept (crash-safe rotation)
+    on_signal: bool = True  # on SIGTERM/SIGINT/SIGUSR1: checkpoint at the next step boundary and exit 75
+
+    def rules(self) -> Iterable[tuple[str, bool, str]]:
+        yield "every_seconds", self.every_seconds >= 0, "must be >= 0 (0 = no time-based checkpoints)"
+        yield "every_steps", self.every_steps >= 0, "must be >= 0 (0 = no step-based checkpoints)"
+        yield "keep", self.keep >= 1, "must be >= 1"
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = "mnist1d"  # recipe name, reported with every result
     data: DataConfig = field(default_factory=DataConfig)
@@ -186,6 +201,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     methods: MethodsConfig = field(default_factory=MethodsConfig)
     system: SystemConfig = field(default_factory=SystemConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
         return ()

@@ -22,6 +22,12 @@ class DataError(UserError):
     """A missing, corrupt or wrong-shaped data file, or labels out of range."""
 
 
+class Preempted(Exception):
+    """A stop signal (SIGTERM, SIGINT, SIGUSR1) arrived; a checkpoint was written. Resume to continue: exit 75."""
+
+    exit_status = 75
+
+
 class TrainingDiverged(Exception):
     """The loss became NaN or infinite."""
 

@@ -16,7 +16,6 @@ import math
 import random
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
@@ -31,7 +30,7 @@ from quicktrain.autotune import Choices, autotune, cache_key
 from quicktrain.config import Config, check_config
 from quicktrain.data import Splits, load_data
 from quicktrain.data.batches import DeviceBatches
-from quicktrain.errors import ConfigError, TrainingDiverged
+from quicktrain.errors import ConfigError, Preempted, TrainingDiverged
 from quicktrain.methods import EMA, Method, ProgressiveResize, hooks, resize, size_at, tta_logits
 from quicktrain.methods.augment import Augment
 from quicktrain.methods.label_smoothing import loss_fn as make_loss
@@ -39,58 +38,41 @@ from quicktrain.models import build_model
 from quicktrain.optim import make_optimizer
 from quicktrain.precision import Precision
 from quicktrain.recipes import load_recipe
+from quicktrain.result import Result
+from quicktrain.rundir import RunDir, RunState
+from quicktrain.signals import StopFlag, stop_on_signals
+from quicktrain.state import weights_sha256
 from quicktrain.schedules import make_schedule
 
 NAN_CHECK_EVERY = 32  # steps between non-finite-loss checks (each check is a host sync on CUDA)
 
 
-@dataclass
-class Result:
-    recipe: str
-    seed: int
-    target: float
-    reached_target: bool
-    seconds_to_target: float | None  # train clock at the first validation check that reached the target
-    train_seconds: float
-    wall_seconds: float
-    test_acc: float  # at the end of the run (= at the target when the run stops on it)
-    test_acc_at_target: float | None
-    val_acc: float
-    steps: int
-    samples: int
-    epochs: float
-    flops: float  # model FLOPs of the training steps (forward + backward)
-    utilisation: float | None  # flops / train_seconds / measured peak matmul rate for the precision used
-    peak_flops: float
-    precision: str
-    compile: bool
-    channels_last: bool
-    device: str
-    instance: str
-    cost_usd_on_demand: float  # train_seconds at the instance's price
-    cost_usd_spot: float
-    price_date: str
-    price_source: str
-    torch_version: str
-    run_dir: str | None = None
-    metrics: list[dict[str, Any]] = field(default_factory=list, repr=False)
-
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("metrics")
-        return out
-
-
 def train(cfg: Config | ModuleType | str | None = None, model: nn.Module | None = None, data: Any = None, *,
           run_dir: str | Path | None = None, instance: str | None = None, prices_path: str | None = None,
           on_eval: Callable[[dict[str, Any]], bool | None] | None = None, progress: bool = True,
-          wall_origin: float | None = None, log: Callable[[str], None] | None = None) -> Result:
+          wall_origin: float | None = None, log: Callable[[str], None] | None = None, force: bool = False) -> Result:
     """Train `model` (or the config's registry model) on `data` (or the config's dataset) until the validation
-    accuracy reaches cfg.train.target or the budget ends. `on_eval(record)` may return True to stop (or raise)."""
+    accuracy reaches cfg.train.target or the budget ends. `on_eval(record)` may return True to stop (or raise).
+
+    With `run_dir`, the run writes its directory and checkpoints there, resumes by itself from the newest valid
+    checkpoint in it (`force` to resume under a changed config, dataset or torch version), and on SIGTERM, SIGINT or
+    SIGUSR1 checkpoints at the next step boundary and raises `Preempted`."""
     origin = time.perf_counter() if wall_origin is None else wall_origin
     cfg = load_recipe(cfg) if cfg is not None else check_config(Config())
     say = log or (lambda _msg: None)
-    tc, mc = cfg.train, cfg.methods
+    rundir = RunDir(run_dir, cfg, warn=say) if run_dir is not None else None
+    try:
+        with stop_on_signals(rundir is not None and cfg.checkpoint.on_signal) as stop_flag:
+            return _train(cfg, model, data, rundir, instance, prices_path, on_eval, progress, origin, say, force, stop_flag)
+    finally:
+        if rundir is not None:
+            rundir.close()
+
+
+def _train(cfg: Config, model: nn.Module | None, data: Any, rundir: RunDir | None, instance: str | None,
+           prices_path: str | None, on_eval: Callable[[dict[str, Any]], bool | None] | None, progress: bool,
+           origin: float, say: Callable[[str], None], force: bool, stop_flag: StopFlag) -> Result:
+    tc, mc, kc = cfg.train, cfg.methods, cfg.checkpoint
 
     # ---- setup: device, seeds, data, model, optimizer, techniques -----------------------------------------------
     device = _device(cfg.system.device)
@@ -109,9 +91,16 @@ def train(cfg: Config | ModuleType | str | None = None, model: nn.Module | None 
     ema = next((m for m in methods if isinstance(m, EMA)), None)
     on_batch, after_step = hooks(methods, "on_batch"), hooks(methods, "after_step")
 
-    sample_x, sample_y = xtr[: tc.batch_size], ytr[: tc.batch_size]
-    choices = autotune(cfg.system, model, lambda m: make_optimizer(m, cfg.optim, device), sample_x, sample_y,
-                       loss_fn, math.ceil(total / tc.batch_size), cache_key(model, sample_x, cfg.optim.name, measure.device_name(device)))
+    # A resumed run keeps the original run's `auto` choices: a different precision would change the numbers.
+    resumed = rundir.latest() if rundir is not None else None
+    if resumed is not None:
+        rundir.check_compatible(resumed.meta, splits.fingerprint, force)  # type: ignore[union-attr]
+        choices = Choices(**resumed.meta["choices"], notes={})
+    else:
+        sample_x, sample_y = xtr[: tc.batch_size], ytr[: tc.batch_size]
+        choices = autotune(cfg.system, model, lambda m: make_optimizer(m, cfg.optim, device), sample_x, sample_y,
+                           loss_fn, math.ceil(total / tc.batch_size),
+                           cache_key(model, sample_x, cfg.optim.name, measure.device_name(device)))
     say(f"device {measure.device_name(device)}: precision {choices.precision}, channels_last {choices.channels_last}, compile {choices.compile}")
     prec = Precision(choices.precision, device)
     if choices.channels_last:
@@ -122,98 +111,128 @@ def train(cfg: Config | ModuleType | str | None = None, model: nn.Module | None 
     val = (splits.val.x.to(device), splits.val.y.to(device))
     test = (splits.test.x.to(device), splits.test.y.to(device))
     price = prices.lookup(instance or prices.DEFAULT_INSTANCE, prices.load_prices(prices_path))
-    writer = _RunWriter(run_dir, cfg) if run_dir is not None else None
+
+    # Everything whose state decides the rest of the run, by checkpoint name.
+    stateful = {"model": model, "optimizer": optimizer, "batches": batches, "precision": prec,
+                **{f"method/{m.name}": m for m in methods}}
+    pending: list[Tensor] = []  # this window's losses, checked for NaN every NAN_CHECK_EVERY steps
+    interval = max(1, int(tc.eval_every * n_train))
+    st = RunState(next_eval=max(interval, int(tc.eval_from * total)))
+    if resumed is not None:
+        st = RunDir.restore(resumed, stateful, pending)
+        say(f"resumed from {resumed.path} at step {st.step} ({st.restarts[-1]['lost_seconds']:.1f} s since it was written)")
+    wall_base, t_wall = (st.wall_seconds, time.perf_counter()) if resumed is not None else (0.0, origin)
+    if rundir is not None:
+        rundir.start(st.metrics)
+    saved_choices = {"precision": choices.precision, "channels_last": choices.channels_last, "compile": choices.compile}
+
+    def checkpoint(clock: float) -> float:
+        """Write a checkpoint of the state at this step boundary; `clock` is the train clock right now."""
+        snapshot = RunState(**{**st.__dict__, "train_seconds": clock, "wall_seconds": wall_base + time.perf_counter() - t_wall})
+        return rundir.save(stateful, snapshot, pending, saved_choices, splits.fingerprint)  # type: ignore[union-attr]
 
     # ---- the loop ---------------------------------------------------------------------------------------------------
-    # Hot path: ~0.6 ms a step on a tiny net, so everything the loop reads each step is a local (docs/BENCHMARKS.md,
-    # "Loop overhead"), and nothing is computed per step that can be recomputed afterwards (e.g. the FLOP count).
+    # Hot path: ~0.6 ms a step on a tiny net, so the loop reads locals and does nothing per step that can be done
+    # afterwards (the FLOP count is replayed from the schedule). docs/BENCHMARKS.md, "Loop overhead".
     schedule = make_schedule(cfg)
     clip, max_seconds, cl_input = cfg.optim.grad_clip, tc.max_seconds, choices.channels_last and xtr.ndim == 4
-    step, samples, train_seconds, lr = 0, 0, 0.0, -1.0
-    interval = max(1, int(tc.eval_every * n_train))
-    next_eval = max(interval, int(tc.eval_from * total))
-    metrics: list[dict[str, Any]] = []
-    pending: list[Tensor] = []
-    reached_at: dict[str, Any] | None = None
+    every_steps, every_seconds = (kc.every_steps, kc.every_seconds) if rundir is not None else (0, 0.0)
+    last_save, min_gap, lr = st.train_seconds, every_seconds, -1.0
     bar = _progress_bar(math.ceil(total / tc.batch_size), cfg.name, progress)
-    last_val: float | None = None
+    last_val = st.metrics[-1]["val_acc"] if st.metrics else None
     model.train()
     _sync(device)
     t_seg = time.perf_counter()
     while True:
-        progress_ = samples / total
-        bs, new_lr = schedule(progress_)
-        if new_lr != lr:
-            lr = new_lr
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-        x, y = batches.next(bs)
-        for hook in on_batch:
-            x, y = hook(x, y, progress_)
-        if cl_input:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with prec.autocast():
-            loss = loss_fn(net(x), y)
-        prec.backward(loss)
-        prec.step(optimizer, clip, model)
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        samples += bs
-        for hook in after_step:
-            hook(model, step)
-        pending.append(loss.detach())
-        if len(pending) >= NAN_CHECK_EVERY:
-            _check_finite(pending, step, lr)
-        bar.update(step, val_acc=last_val)
+        if st.samples < total:  # False only when resumed after the last step, with its check still to do
+            progress_ = st.samples / total
+            bs, new_lr = schedule(progress_)
+            if new_lr != lr:
+                lr = st.lr = new_lr
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+            x, y = batches.next(bs)
+            for hook in on_batch:
+                x, y = hook(x, y, progress_)
+            if cl_input:
+                x = x.contiguous(memory_format=torch.channels_last)
+            st.batch_size, st.size = bs, x.shape[-1]
+            with prec.autocast():
+                loss = loss_fn(net(x), y)
+            prec.backward(loss)
+            prec.step(optimizer, clip, model)
+            optimizer.zero_grad(set_to_none=True)
+            st.step += 1
+            st.samples += bs
+            for hook in after_step:
+                hook(model, st.step)
+            pending.append(loss.detach())
+            if st.step % NAN_CHECK_EVERY == 0:
+                _flush(pending, st, lr)
+            bar.update(st.step, val_acc=last_val)
 
-        out_of_time = max_seconds > 0 and train_seconds + time.perf_counter() - t_seg >= max_seconds
-        done = samples >= total or out_of_time
-        if samples < next_eval and not done:
-            continue
-
-        # ---- validation check (on the train clock), then the test split for the record (off it) -----------------
-        train_loss = _check_finite(pending, step, lr)
-        val_acc, val_loss = evaluate(eval_model, *val, prec, tta_kind)
-        _sync(device)
-        train_seconds += time.perf_counter() - t_seg
-        test_acc, _ = evaluate(eval_model, *test, prec, tta_kind)
-        record = {"step": step, "samples": samples, "epoch": samples / n_train, "progress": min(1.0, samples / total),
-                  "train_seconds": train_seconds, "wall_seconds": time.perf_counter() - origin, "lr": lr,
-                  "batch_size": bs, "size": int(x.shape[-1]), "train_loss": train_loss, "val_acc": val_acc,
-                  "val_loss": val_loss, "test_acc": test_acc}
-        metrics.append(record)
-        last_val = val_acc
-        if writer is not None:
-            writer.metric(record)
-        reached = tc.target > 0 and val_acc >= tc.target
-        if reached and reached_at is None:
-            reached_at = record
-        stop = bool(on_eval(record)) if on_eval is not None else False
-        if done or stop or (reached and tc.stop_on_target):
-            break
-        next_eval += interval
-        model.train()
-        _sync(device)
-        t_seg = time.perf_counter()
+        # ---- at the step boundary: a stop signal, a validation check, a periodic checkpoint ----------------------
+        if stop_flag:
+            checkpoint(st.train_seconds + time.perf_counter() - t_seg)
+            raise Preempted(f"{stop_flag.name}: checkpointed at step {st.step} in {rundir.path}")  # type: ignore[union-attr]
+        out_of_time = max_seconds > 0 and st.train_seconds + time.perf_counter() - t_seg >= max_seconds
+        done = st.samples >= total or out_of_time
+        if st.samples >= st.next_eval or done:
+            _flush(pending, st, lr)
+            try:
+                val_acc, val_loss = evaluate(eval_model, *val, prec, tta_kind, stop=stop_flag)
+            except Interrupted:  # a signal during the check: save the state as it was before it
+                checkpoint(st.train_seconds + time.perf_counter() - t_seg)
+                raise Preempted(f"{stop_flag.name}: checkpointed at step {st.step} in {rundir.path}") from None  # type: ignore[union-attr]
+            _sync(device)
+            st.train_seconds += time.perf_counter() - t_seg
+            test_acc, _ = evaluate(eval_model, *test, prec, tta_kind)
+            record = {"step": st.step, "samples": st.samples, "epoch": st.samples / n_train,
+                      "progress": min(1.0, st.samples / total), "train_seconds": st.train_seconds,
+                      "wall_seconds": wall_base + time.perf_counter() - t_wall, "lr": st.lr,
+                      "batch_size": st.batch_size, "size": st.size, "train_loss": st.loss_sum / max(1, st.loss_n), "val_acc": val_acc,
+                      "val_loss": val_loss, "test_acc": test_acc}
+            st.metrics.append(record)
+            st.loss_sum, st.loss_n, last_val = 0.0, 0, val_acc
+            if rundir is not None:
+                rundir.metric(record)
+            reached = tc.target > 0 and val_acc >= tc.target
+            if reached and st.reached_at is None:
+                st.reached_at = len(st.metrics) - 1
+            if done or (on_eval is not None and on_eval(record)) or (reached and tc.stop_on_target):
+                break
+            st.next_eval += interval
+            model.train()
+            _sync(device)
+            t_seg = time.perf_counter()
+        if every_steps or every_seconds:
+            clock = st.train_seconds + time.perf_counter() - t_seg
+            if (every_steps and st.step % every_steps == 0) or (every_seconds and clock - last_save >= min_gap):
+                # never more often than 50x the time a save takes, so checkpoints cost at most ~2% of the train clock
+                min_gap, last_save = max(every_seconds, 50 * checkpoint(clock)), clock
     bar.close()
 
     # ---- the result ---------------------------------------------------------------------------------------------
-    last = metrics[-1]
-    flops = sum(n * _step_flops(model, splits, shape, loss_fn, device) for shape, n in _shapes(cfg, splits, total, step).items())
+    if rundir is not None:
+        checkpoint(st.train_seconds)  # the final state (weights, optimizer), so the run can be continued or checked
+    last, at = st.metrics[-1], st.metrics[st.reached_at] if st.reached_at is not None else None
+    flops = sum(n * _step_flops(model, splits, shape, loss_fn, device) for shape, n in _shapes(cfg, splits, total, st.step).items())
     peak = measure.peak_flops(device, prec.dtype)
-    on_demand, spot = prices.cost_usd(train_seconds, price)
+    on_demand, spot = prices.cost_usd(st.train_seconds, price)
     result = Result(
-        recipe=cfg.name, seed=tc.seed, target=tc.target, reached_target=reached_at is not None,
-        seconds_to_target=reached_at["train_seconds"] if reached_at else None, train_seconds=train_seconds,
-        wall_seconds=time.perf_counter() - origin, test_acc=last["test_acc"],
-        test_acc_at_target=reached_at["test_acc"] if reached_at else None, val_acc=last["val_acc"], steps=step,
-        samples=samples, epochs=samples / n_train, flops=flops, utilisation=measure.utilisation(flops, train_seconds, peak),
-        peak_flops=peak, precision=prec.name, compile=choices.compile, channels_last=choices.channels_last,
-        device=measure.device_name(device), instance=price.instance, cost_usd_on_demand=on_demand, cost_usd_spot=spot,
-        price_date=price.date, price_source=price.source, torch_version=torch.__version__,
-        run_dir=str(run_dir) if run_dir is not None else None, metrics=metrics)
-    if writer is not None:
-        writer.finish(result, choices)
+        recipe=cfg.name, seed=tc.seed, target=tc.target, reached_target=at is not None,
+        seconds_to_target=at["train_seconds"] if at else None, train_seconds=st.train_seconds,
+        wall_seconds=wall_base + time.perf_counter() - t_wall, test_acc=last["test_acc"],
+        test_acc_at_target=at["test_acc"] if at else None, val_acc=last["val_acc"], steps=st.step,
+        samples=st.samples, epochs=st.samples / n_train, flops=flops,
+        utilisation=measure.utilisation(flops, st.train_seconds, peak), peak_flops=peak, precision=prec.name,
+        compile=choices.compile, channels_last=choices.channels_last, device=measure.device_name(device),
+        instance=price.instance, cost_usd_on_demand=on_demand, cost_usd_spot=spot, price_date=price.date,
+        price_source=price.source, torch_version=torch.__version__, weights_sha256=weights_sha256(model),
+        restarts=len(st.restarts), seconds_lost_to_restarts=sum(r["lost_seconds"] for r in st.restarts),
+        run_dir=str(rundir.path) if rundir is not None else None, metrics=st.metrics)
+    if rundir is not None:
+        rundir.finish(result.to_json(), choices.notes, st.metrics)
     return result
 
 
@@ -221,15 +240,23 @@ def train(cfg: Config | ModuleType | str | None = None, model: nn.Module | None 
 # Evaluation
 
 
+class Interrupted(Exception):
+    """A stop signal arrived during an evaluation (raised between chunks)."""
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, precision: Precision, tta: str = "none",
-             chunk: int = 2048) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of `model` on (x, y), in eval mode, with test-time augmentation `tta`."""
+             chunk: int = 2048, stop: Any = None) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of `model` on (x, y), in eval mode, with test-time augmentation `tta`.
+    If `stop` becomes truthy (a signal flag), raise Interrupted at the next chunk rather than finish."""
     was_training = model.training
     model.eval()
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     loss_sum = torch.zeros((), device=x.device)
     for i in range(0, len(x), chunk):
+        if stop:
+            model.train(was_training)
+            raise Interrupted
         xb, yb = x[i : i + chunk], y[i : i + chunk]
         with precision.autocast():
             logits = tta_logits(model, xb, tta).float()
@@ -292,17 +319,19 @@ def _check_resizable(model: nn.Module, splits: Splits, size: int, device: torch.
         model.train(was_training)
 
 
-def _check_finite(pending: list[Tensor], step: int, lr: float) -> float | None:
-    """Mean of the pending losses; raise TrainingDiverged if any is NaN or infinite. Clears `pending`."""
+def _flush(pending: list[Tensor], st: RunState, lr: float) -> None:
+    """Move the pending losses into the window's sum; raise TrainingDiverged if any is NaN or infinite.
+    Called at fixed steps (multiples of NAN_CHECK_EVERY) and at checks, so a resumed run sums in the same order."""
     if not pending:
-        return None
-    losses = torch.stack(pending).float()
+        return
+    total = torch.stack(pending).float().sum().item()
+    n = len(pending)
     pending.clear()
-    mean = losses.mean().item()
-    if not math.isfinite(mean):
-        raise TrainingDiverged(f"the training loss became {mean} by step {step} (lr {lr:.3g}); "
+    if not math.isfinite(total):
+        raise TrainingDiverged(f"the training loss became {total / n} by step {st.step} (lr {lr:.3g}); "
                                "lower optim.lr, set optim.grad_clip, or use precision fp32")
-    return mean
+    st.loss_sum += total
+    st.loss_n += n
 
 
 def _shapes(cfg: Config, splits: Splits, total: int, steps: int) -> Counter[tuple[int, int]]:
@@ -334,34 +363,3 @@ def _progress_bar(total_steps: int, name: str, enabled: bool) -> Any:
     from quicktrain.progress import TrainProgress
 
     return TrainProgress(total_steps, description=name, enabled=enabled)
-
-
-class _RunWriter:
-    """The run directory: config.json at the start, metrics.jsonl as it goes, report.md + plot at the end."""
-
-    def __init__(self, run_dir: str | Path, cfg: Config) -> None:
-        import json
-
-        from quicktrain.config import to_dict
-
-        self.dir = Path(run_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.config = to_dict(cfg)
-        (self.dir / "config.json").write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
-        self._metrics = open(self.dir / "metrics.jsonl", "w")  # noqa: SIM115 (closed in finish)
-
-    def metric(self, record: dict[str, Any]) -> None:
-        import json
-
-        self._metrics.write(json.dumps(record) + "\n")
-        self._metrics.flush()
-
-    def finish(self, result: Result, choices: Choices) -> None:
-        import json
-
-        from quicktrain.report import write_run_report
-
-        self._metrics.close()
-        summary = result.to_json() | {"autotune": choices.notes}
-        (self.dir / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
-        write_run_report(self.dir, result.to_json(), self.config, result.metrics)

@@ -1,0 +1,46 @@
+"""What a run returns and reports: `Result` (the final JSON line is `Result.to_json()`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Result:
+    recipe: str
+    seed: int
+    target: float
+    reached_target: bool
+    seconds_to_target: float | None  # train clock at the first validation check that reached the target
+    train_seconds: float
+    wall_seconds: float
+    test_acc: float  # at the end of the run (= at the target when the run stops on it)
+    test_acc_at_target: float | None
+    val_acc: float
+    steps: int
+    samples: int
+    epochs: float
+    flops: float  # model FLOPs of the training steps (forward + backward)
+    utilisation: float | None  # flops / train_seconds / measured peak matmul rate for the precision used
+    peak_flops: float
+    precision: str
+    compile: bool
+    channels_last: bool
+    device: str
+    instance: str
+    cost_usd_on_demand: float  # train_seconds at the instance's price
+    cost_usd_spot: float
+    price_date: str
+    price_source: str
+    torch_version: str
+    weights_sha256: str = ""  # hash of the final parameters and buffers in a canonical order (state.weights_sha256)
+    restarts: int = 0  # times this run was resumed from a checkpoint
+    seconds_lost_to_restarts: float = 0.0  # wall time from each last checkpoint to its resumption (work redone, downtime)
+    run_dir: str | None = None
+    metrics: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("metrics")
+        return out
