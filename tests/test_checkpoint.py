@@ -104,7 +104,7 @@ def test_write_failure_leaves_the_previous_checkpoint_and_no_temp_files(tmp_path
         real_fdopen = os.fdopen
         monkeypatch.setattr(ckpt.os, "fdopen", lambda fd, mode: _FailingFile(real_fdopen(fd, mode)))
     else:
-        real_open, real_mkdir = os.open, os.mkdir
+        real_open = os.open
 
         def read_only(path, flags, mode=0o777, **kwargs):  # type: ignore[no-untyped-def]
             if flags & (os.O_WRONLY | os.O_RDWR):

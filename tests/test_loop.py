@@ -163,3 +163,13 @@ def test_cuda_request_without_cuda_is_a_config_error(tiny_cfg: Config) -> None:
 @pytest.mark.parametrize("name", ["mnist1d", "plain", "reference", "mnist1d_97", "mnist1d_98", "digits", "mnist5k"])
 def test_builtin_recipes_load(name: str) -> None:
     assert load_recipe(name).name == name
+
+
+def test_on_eval_sees_every_record_including_the_last_and_can_stop(tiny_cfg: Config) -> None:
+    seen: list[dict] = []
+    result = train(replace(tiny_cfg, train=replace(tiny_cfg.train, epochs=1.0, eval_every=0.25)), progress=False,
+                   on_eval=seen.append)
+    assert seen == result.metrics and len(seen) == 4
+    stopped = train(replace(tiny_cfg, train=replace(tiny_cfg.train, epochs=1.0, eval_every=0.25)), progress=False,
+                    on_eval=lambda record: record["step"] >= 12)
+    assert len(stopped.metrics) == 2 and stopped.epochs < 1.0

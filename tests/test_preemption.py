@@ -59,10 +59,11 @@ def order(processes: list[Process]) -> dict[int, str]:
     return merged
 
 
-def start(run_dir: Path, trace: Path, slow: float = 0.0) -> subprocess.Popen:
+def start(run_dir: Path, trace: Path, slow: float = 0.0, extra: list[str] | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, str(CHILD), str(run_dir), str(trace), "--steps-per-checkpoint", str(K),
-                             "--slow-writes", str(slow)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--slow-writes", str(slow), *(extra or [])], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def wait_for(trace: Path, proc: subprocess.Popen, predicate, timeout: float = 60.0) -> bool:  # type: ignore[no-untyped-def]

@@ -7,28 +7,35 @@
 """
 
 from quicktrain import recipes
+from quicktrain.checkpoint import CheckpointWriteError, CorruptCheckpoint
 from quicktrain.config import (
+    CheckpointConfig,
     Config,
     DataConfig,
     MethodsConfig,
-    ModelConfig,
     Mnist1dArgs,
+    ModelConfig,
     OptimConfig,
     ScheduleConfig,
     SystemConfig,
     TrainConfig,
     apply_overrides,
 )
-from quicktrain.errors import ConfigError, DataError, TrainingDiverged, UserError
-from quicktrain.loop import Result, evaluate, train
+from quicktrain.errors import ConfigError, DataError, Preempted, TrainingDiverged, UserError
+from quicktrain.loop import evaluate, train
 from quicktrain.optim import make_optimizer, param_groups
 from quicktrain.recipes import load_recipe
+from quicktrain.result import Result
 from quicktrain.schedules import batch_size_at, lr_batch_scale, lr_factor
+from quicktrain.state import restore_state, save_state, weights_sha256
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointConfig",
+    "CheckpointWriteError",
     "Config",
+    "CorruptCheckpoint",
     "ConfigError",
     "DataConfig",
     "DataError",
@@ -36,6 +43,7 @@ __all__ = [
     "Mnist1dArgs",
     "ModelConfig",
     "OptimConfig",
+    "Preempted",
     "Result",
     "ScheduleConfig",
     "SystemConfig",
@@ -51,5 +59,8 @@ __all__ = [
     "make_optimizer",
     "param_groups",
     "recipes",
+    "restore_state",
+    "save_state",
     "train",
+    "weights_sha256",
 ]

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from quicktrain.cache import cache_dir, read_json, write_json
 from quicktrain.precision import Precision, candidates
+from quicktrain.runtime import sync
 
 MARGIN = 0.05  # a candidate must be 5% faster than the default to replace it
 COMPILE_MIN_SECONDS = 300.0  # below this projected train time, compile (5-20 s) cannot pay for itself at ~5% gain
@@ -43,24 +44,19 @@ class Choices:
     notes: dict[str, Any] = field(default_factory=dict)  # the timings behind each choice, for the report
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_steps(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, loss_fn: LossFn,
                precision: Precision, steps: int = 10, warmup: int = 3) -> float:
     """Median seconds per training step (forward, backward, optimizer step) on this batch."""
     times = []
     for i in range(warmup + steps):
-        _sync(x.device)
+        sync(x.device)
         t0 = time.perf_counter()
         with precision.autocast():
             loss = loss_fn(model(x), y)
         precision.backward(loss)
         precision.step(optimizer)
         optimizer.zero_grad(set_to_none=True)
-        _sync(x.device)
+        sync(x.device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     if not torch.isfinite(loss.detach()).item():

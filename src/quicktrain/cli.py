@@ -80,6 +80,32 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", metavar="DIR", help="where bench.md, bench.json and the plots go")
     _common(bench)
 
+    lr = sub.add_parser("lr-find", help="LR range test on the recipe's real model and data; suggests the peak LR",
+                        allow_abbrev=False)
+    lr.add_argument("recipe", nargs="?", default="mnist1d")
+    lr.add_argument("--apply", action="store_true", help="then train the recipe with the suggested peak LR")
+    lr.add_argument("--start-lr", type=float, default=1e-6)
+    lr.add_argument("--end-lr", type=float, default=10.0)
+    lr.add_argument("--run-dir", metavar="DIR", help="where lr_find.json, lr_find.png (and the --apply run) go")
+    _common(lr)
+
+    tune = sub.add_parser("tune", help="budgeted search (Optuna TPE + Hyperband) over the recipe's search space",
+                          allow_abbrev=False)
+    tune.add_argument("recipe", nargs="?", default="mnist1d")
+    tune.add_argument("--budget", default="600s", help="600s (wall seconds), 20000steps, or 0.50usd (at --instance)")
+    tune.add_argument("--storage", metavar="URL", help="sqlite:///PATH, journal:PATH (several workers), postgresql://...")
+    tune.add_argument("--study-name", help="share a study between workers (default: RECIPE-OBJECTIVE)")
+    tune.add_argument("--objective", choices=("time", "accuracy"), default="time",
+                      help="time to the target (default) or validation accuracy at the candidate's budget")
+    tune.add_argument("--trials", type=int, help="stop after this many complete or pruned trials (over all workers)")
+    tune.add_argument("--seeds", type=int, default=3, help="seeds per candidate for the time objective")
+    tune.add_argument("--margin", type=float, default=0.01, help="time objective: mean validation must reach target + margin")
+    tune.add_argument("--seed", type=int, default=0, help="sampler seed")
+    tune.add_argument("--heartbeat", type=int, default=10, help="seconds between a running trial's heartbeats")
+    tune.add_argument("--compare", choices=("grid",), help="also run the space as a grid and compare compute")
+    tune.add_argument("--run-dir", metavar="DIR", help="where the best recipe, tune.md, trials.json and plots go")
+    _common(tune)
+
     sub.add_parser("recipes", help="list the built-in recipes", allow_abbrev=False)
     return parser
 
@@ -130,6 +156,10 @@ def _dispatch(argv: list[str], origin: float) -> int:
         overrides.append(f"train.target={args.target}")
     if args.command == "run":
         return _run(args, overrides, origin)
+    if args.command == "lr-find":
+        return _lr_find(args, overrides, origin)
+    if args.command == "tune":
+        return _tune(args, overrides)
     return _bench(args, overrides)
 
 
@@ -174,6 +204,57 @@ def _train_and_report(cfg: Any, run_dir: Path, instance: str | None, prices: str
     result = train(cfg, run_dir=run_dir, instance=instance, prices_path=prices, progress=progress,
                    wall_origin=origin, log=lambda m: print(m, flush=True), force=force)
     _print_summary(result)
+    print(json.dumps(result.to_json()), flush=True)
+    return 0
+
+
+def _lr_find(args: argparse.Namespace, overrides: list[str], origin: float) -> int:
+    from dataclasses import replace
+
+    from quicktrain.lr_find import find_lr
+    from quicktrain.plots import plot_lr_find
+
+    cfg = _configure(args.recipe, overrides)
+    out = Path(args.run_dir) if args.run_dir else Path("runs") / "lr-find" / time.strftime(f"{cfg.name}-%Y%m%d-%H%M%S")
+    try:
+        found = find_lr(cfg, start_lr=args.start_lr, end_lr=args.end_lr)
+    except ValueError as exc:
+        raise UserError(f"lr-find: {exc}") from None
+    out.mkdir(parents=True, exist_ok=True)
+    summary = found.to_json() | {"recipe": cfg.name, "recipe_lr": cfg.optim.lr, "plot": str(out / "lr_find.png")}
+    (out / "lr_find.json").write_text(json.dumps(summary | {"lrs": found.lrs, "losses": found.losses,
+                                                             "smoothed": found.smoothed}, indent=1) + "\n")
+    plot_lr_find(found, out / "lr_find.png", recipe_lr=cfg.optim.lr)
+    print(f"suggested peak LR {found.suggested_lr:.3g} ({found.rule}; {found.confidence} confidence: the rules span "
+          f"{found.low:.3g}-{found.high:.3g}); the recipe's is {cfg.optim.lr:.3g}. {found.steps} steps of "
+          f"{found.sweep_batch_size} examples, {found.seconds:.2f} s; {found.stopped}. Curve: {out / 'lr_find.png'}")
+    if not args.apply:
+        print(json.dumps(summary), flush=True)
+        return 0
+    applied = replace(cfg, optim=replace(cfg.optim, lr=found.suggested_lr))
+    from quicktrain.loop import train
+
+    result = train(applied, run_dir=out / "run", instance=args.instance, prices_path=args.prices,
+                   progress=not args.no_progress, wall_origin=origin, log=lambda m: print(m, flush=True))
+    _print_summary(result)
+    print(json.dumps(result.to_json() | {"suggested_lr": found.suggested_lr, "seconds": found.seconds,
+                                         "lr_find": summary}), flush=True)
+    return 0
+
+
+def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
+    from quicktrain.tune import compare_grid, tune
+
+    if overrides or args.target is not None:
+        raise UserError("tune takes no config overrides: declare the search space in the recipe (SEARCH_SPACE), "
+                        "or copy the recipe and change it")
+    if args.compare == "grid":
+        report = compare_grid(args.recipe, log=lambda m: print(m, flush=True))
+        print(json.dumps(report), flush=True)
+        return 0
+    result = tune(args.recipe, args.budget, storage=args.storage, study_name=args.study_name, objective=args.objective,
+                  trials=args.trials, seeds=args.seeds, margin=args.margin, seed=args.seed, run_dir=args.run_dir,
+                  instance=args.instance, heartbeat=args.heartbeat, log=lambda m: print(m, flush=True))
     print(json.dumps(result.to_json()), flush=True)
     return 0
 

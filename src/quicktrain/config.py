@@ -89,6 +89,7 @@ class OptimConfig:
     momentum: float = 0.9  # sgd only
     eps: float = 1e-8
     grad_clip: float = 0.0  # max global gradient norm; 0 = off
+    lr_find: bool = False  # run the LR range test first and use its suggestion as the peak LR (quicktrain.lr_find)
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
         yield "name", self.name in ("adamw", "sgd", "adam"), "must be one of adamw, sgd, adam"

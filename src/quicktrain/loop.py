@@ -11,16 +11,14 @@ evaluated at every check for the record and never decides anything.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import random
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -31,6 +29,7 @@ from quicktrain.config import Config, check_config
 from quicktrain.data import Splits, load_data
 from quicktrain.data.batches import DeviceBatches
 from quicktrain.errors import ConfigError, Preempted, TrainingDiverged
+from quicktrain.lr_find import find_lr
 from quicktrain.methods import EMA, Method, ProgressiveResize, hooks, resize, size_at, tta_logits
 from quicktrain.methods.augment import Augment
 from quicktrain.methods.label_smoothing import loss_fn as make_loss
@@ -40,9 +39,10 @@ from quicktrain.precision import Precision
 from quicktrain.recipes import load_recipe
 from quicktrain.result import Result
 from quicktrain.rundir import RunDir, RunState
+from quicktrain.runtime import derive_seed, pick_device, seed_everything, sync
+from quicktrain.schedules import make_schedule
 from quicktrain.signals import StopFlag, stop_on_signals
 from quicktrain.state import weights_sha256
-from quicktrain.schedules import make_schedule
 
 NAN_CHECK_EVERY = 32  # steps between non-finite-loss checks (each check is a host sync on CUDA)
 
@@ -75,14 +75,14 @@ def _train(cfg: Config, model: nn.Module | None, data: Any, rundir: RunDir | Non
     tc, mc, kc = cfg.train, cfg.methods, cfg.checkpoint
 
     # ---- setup: device, seeds, data, model, optimizer, techniques -----------------------------------------------
-    device = _device(cfg.system.device)
+    device = pick_device(cfg.system.device)
     if cfg.system.threads:
         torch.set_num_threads(cfg.system.threads)
-    _seed_everything(tc.seed)
+    seed_everything(tc.seed)
     splits = load_data(cfg.data, data)
     model = (model if model is not None else build_model(cfg.model, splits.input_shape, splits.num_classes)).to(device)
     xtr, ytr = splits.train.x.to(device), splits.train.y.to(device)
-    batches = DeviceBatches(xtr, ytr, seed=_derive(tc.seed, "order"), sequential=tc.sequential)
+    batches = DeviceBatches(xtr, ytr, seed=derive_seed(tc.seed, "order"), sequential=tc.sequential)
     optimizer = make_optimizer(model, cfg.optim, device)
     loss_fn = make_loss(mc.label_smoothing)
     n_train = len(splits.train)
@@ -121,6 +121,11 @@ def _train(cfg: Config, model: nn.Module | None, data: Any, rundir: RunDir | Non
     if resumed is not None:
         st = RunDir.restore(resumed, stateful, pending)
         say(f"resumed from {resumed.path} at step {st.step} ({st.restarts[-1]['lost_seconds']:.1f} s since it was written)")
+    if cfg.optim.lr_find and resumed is None:  # a resumed run keeps the LR it found
+        found = find_lr(cfg, model, splits)
+        st.peak_lr, st.train_seconds = found.suggested_lr, found.seconds  # its cost is part of the time to train
+        say(f"lr-find: peak LR {found.suggested_lr:.3g} ({found.confidence} confidence, {found.seconds:.2f} s)")
+    run_cfg = replace(cfg, optim=replace(cfg.optim, lr=st.peak_lr)) if st.peak_lr else cfg
     wall_base, t_wall = (st.wall_seconds, time.perf_counter()) if resumed is not None else (0.0, origin)
     if rundir is not None:
         rundir.start(st.metrics)
@@ -134,14 +139,14 @@ def _train(cfg: Config, model: nn.Module | None, data: Any, rundir: RunDir | Non
     # ---- the loop ---------------------------------------------------------------------------------------------------
     # Hot path: ~0.6 ms a step on a tiny net, so the loop reads locals and does nothing per step that can be done
     # afterwards (the FLOP count is replayed from the schedule). docs/BENCHMARKS.md, "Loop overhead".
-    schedule = make_schedule(cfg)
+    schedule = make_schedule(run_cfg)
     clip, max_seconds, cl_input = cfg.optim.grad_clip, tc.max_seconds, choices.channels_last and xtr.ndim == 4
     every_steps, every_seconds = (kc.every_steps, kc.every_seconds) if rundir is not None else (0, 0.0)
     last_save, min_gap, lr = st.train_seconds, every_seconds, -1.0
     bar = _progress_bar(math.ceil(total / tc.batch_size), cfg.name, progress)
     last_val = st.metrics[-1]["val_acc"] if st.metrics else None
     model.train()
-    _sync(device)
+    sync(device)
     t_seg = time.perf_counter()
     while True:
         if st.samples < total:  # False only when resumed after the last step, with its check still to do
@@ -184,7 +189,7 @@ def _train(cfg: Config, model: nn.Module | None, data: Any, rundir: RunDir | Non
             except Interrupted:  # a signal during the check: save the state as it was before it
                 checkpoint(st.train_seconds + time.perf_counter() - t_seg)
                 raise Preempted(f"{stop_flag.name}: checkpointed at step {st.step} in {rundir.path}") from None  # type: ignore[union-attr]
-            _sync(device)
+            sync(device)
             st.train_seconds += time.perf_counter() - t_seg
             test_acc, _ = evaluate(eval_model, *test, prec, tta_kind)
             record = {"step": st.step, "samples": st.samples, "epoch": st.samples / n_train,
@@ -199,11 +204,12 @@ def _train(cfg: Config, model: nn.Module | None, data: Any, rundir: RunDir | Non
             reached = tc.target > 0 and val_acc >= tc.target
             if reached and st.reached_at is None:
                 st.reached_at = len(st.metrics) - 1
-            if done or (on_eval is not None and on_eval(record)) or (reached and tc.stop_on_target):
+            stop = bool(on_eval(record)) if on_eval is not None else False  # every record, the final one too
+            if done or stop or (reached and tc.stop_on_target):
                 break
             st.next_eval += interval
             model.train()
-            _sync(device)
+            sync(device)
             t_seg = time.perf_counter()
         if every_steps or every_seconds:
             clock = st.train_seconds + time.perf_counter() - t_seg
@@ -216,7 +222,7 @@ def _train(cfg: Config, model: nn.Module | None, data: Any, rundir: RunDir | Non
     if rundir is not None:
         checkpoint(st.train_seconds)  # the final state (weights, optimizer), so the run can be continued or checked
     last, at = st.metrics[-1], st.metrics[st.reached_at] if st.reached_at is not None else None
-    flops = sum(n * _step_flops(model, splits, shape, loss_fn, device) for shape, n in _shapes(cfg, splits, total, st.step).items())
+    flops = sum(n * _step_flops(model, splits, shape, loss_fn, device) for shape, n in _shapes(run_cfg, splits, total, st.step).items())
     peak = measure.peak_flops(device, prec.dtype)
     on_demand, spot = prices.cost_usd(st.train_seconds, price)
     result = Result(
@@ -230,6 +236,7 @@ def _train(cfg: Config, model: nn.Module | None, data: Any, rundir: RunDir | Non
         instance=price.instance, cost_usd_on_demand=on_demand, cost_usd_spot=spot, price_date=price.date,
         price_source=price.source, torch_version=torch.__version__, weights_sha256=weights_sha256(model),
         restarts=len(st.restarts), seconds_lost_to_restarts=sum(r["lost_seconds"] for r in st.restarts),
+        peak_lr=run_cfg.optim.lr,
         run_dir=str(rundir.path) if rundir is not None else None, metrics=st.metrics)
     if rundir is not None:
         rundir.finish(result.to_json(), choices.notes, st.metrics)
@@ -271,31 +278,11 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, precision: Precision, tta: 
 # Setup helpers
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"config key system.device: {name!r} requested but CUDA is not available on this machine")
-    return device
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-def _derive(seed: int, purpose: str) -> int:
-    """An independent seed per random stream, so run s's augmentation never equals run s+1's data order."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{purpose}".encode()).digest()[:8], "little") >> 1
-
-
 def _methods(cfg: Config, splits: Splits, model: nn.Module, device: torch.device) -> list[Method]:
     """The step methods this config turns on, in the order they act on a batch."""
     mc, out = cfg.methods, []  # type: ignore[var-annotated]
     if splits.augment != "none" and cfg.data.shift > 0:
-        out.append(Augment(splits.augment, cfg.data.shift, device, _derive(cfg.train.seed, "augment")))
+        out.append(Augment(splits.augment, cfg.data.shift, device, derive_seed(cfg.train.seed, "augment")))
     if mc.resize_from < 1.0:
         full = max(splits.input_shape[1:])
         smallest = size_at(0.0, full, mc.resize_from, mc.resize_until, mc.resize_multiple)
@@ -352,11 +339,6 @@ def _step_flops(model: nn.Module, splits: Splits, shape: tuple[int, int], loss_f
     n, size = shape
     x = resize(splits.train.x[:n].to(device), size)
     return measure.count_train_flops(model, x, splits.train.y[:n].to(device), loss_fn)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _progress_bar(total_steps: int, name: str, enabled: bool) -> Any:

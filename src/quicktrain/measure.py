@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from quicktrain.cache import cache_dir, read_json, write_json
+from quicktrain.runtime import sync
 
 _IMPORTED_AT = time.monotonic()  # fallback origin for process_age where /proc is unavailable
 _CACHE_FILE = "peak_flops.json"
@@ -63,18 +64,13 @@ def count_train_flops(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Callable[
 # Peak matmul rate
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _time_matmul(a: Tensor, b: Tensor, inner: int) -> float:
     """Seconds for `inner` back-to-back products a @ b, synchronised on the device."""
-    _sync(a.device)
+    sync(a.device)
     start = time.perf_counter()
     for _ in range(inner):
         torch.mm(a, b)
-    _sync(a.device)
+    sync(a.device)
     return time.perf_counter() - start
 
 

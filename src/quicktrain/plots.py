@@ -203,3 +203,78 @@ def _accuracy_panel(ax: Any, rows: list[dict[str, Any]], ypos: list[int]) -> Non
             ax.axvline(100 * base, color=_BASELINE_COLOUR, lw=1, ls="--")
     ax.set_xlabel("test accuracy (%)")
     ax.grid(axis="x", alpha=0.3)
+
+
+def plot_tune_history(points: list[tuple[int, float]], path: Path, minimize: bool = True, title: str = "") -> None:
+    """Objective value of each completed trial and the best so far, by trial number."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=DPI)
+    if points:
+        xs, ys = zip(*sorted(points))
+        shown = [y for y in ys if y < 1e3] if minimize else list(ys)  # misses score 1e4+: keep them off the scale
+        ax.scatter([x for x, y in zip(xs, ys) if (y < 1e3 or not minimize)], shown or [0], s=12, alpha=0.6, label="trial")
+        best, run = [], None
+        for y in ys:
+            run = y if run is None else (min(run, y) if minimize else max(run, y))
+            best.append(run)
+        ax.step(xs, best, where="post", color="C3", label="best so far")
+        if minimize and shown:
+            ax.set_ylim(0, max(shown) * 1.05)
+    ax.set_xlabel("trial")
+    ax.set_ylabel("seconds to target" if minimize else "validation accuracy")
+    ax.set_title(title or "search history")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_importance(importances: dict[str, float], path: Path, title: str = "") -> None:
+    """fANOVA importance of each searched parameter, as horizontal bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(names) + 1.2), dpi=DPI)
+    ax.barh(names, [importances[n] for n in names], color="C0")
+    ax.set_xlabel("importance")
+    ax.set_title(title or "parameter importance (fANOVA)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_lr_find(found: Any, path: Path, recipe_lr: float | None = None) -> None:
+    """The LR range test: raw and smoothed loss against the sweep's LR (log scale), with each rule's suggestion and
+    the recipe's own LR drawn where they fall on the sweep's axis (labels give them at the recipe's batch size)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=DPI)
+    ax.plot(found.lrs, found.losses, color="0.75", lw=1, label="loss")
+    ax.plot(found.lrs, found.smoothed, color="C0", lw=2, label="smoothed loss")
+    for i, (rule, lr) in enumerate(found.suggestions.items()):
+        ax.axvline(lr / found.batch_lr_factor, color=f"C{i + 1}", ls="--", lw=1, label=f"{rule}: {lr:.3g}")
+    if recipe_lr:
+        ax.axvline(recipe_lr / found.batch_lr_factor, color="k", ls=":", lw=1, label=f"recipe: {recipe_lr:.3g}")
+    finite = [v for v in found.smoothed if math.isfinite(v)]
+    if finite:
+        ax.set_ylim(min(finite) * 0.9, min(max(finite), 3 * finite[0]) * 1.1)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"learning rate at the sweep's batch of {found.sweep_batch_size}")
+    ax.set_ylabel("training loss")
+    ax.set_title(f"LR range test: suggested {found.suggested_lr:.3g} ({found.rule}, {found.confidence} confidence)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

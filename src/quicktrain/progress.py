@@ -50,8 +50,15 @@ class TrainProgress:
         return self._progress is not None
 
     def _start(self, console: Any) -> None:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         # auto_refresh=False: no refresh thread; we redraw from update(), which knows when it is worth it.
         # redirect_*=False: never swap sys.stdout/stderr, so stdout stays the clean JSON channel even mid-run.

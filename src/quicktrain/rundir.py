@@ -42,6 +42,7 @@ class RunState:
     lr: float = 0.0  # of the last step (recorded with each check)
     batch_size: int = 0  # of the last step
     size: int = 0  # input length or side of the last step
+    peak_lr: float = 0.0  # the LR finder's suggestion when optim.lr_find is on (0: the config's optim.lr)
     loss_sum: float = 0.0  # training loss since the last check (flushed from `pending` every NAN_CHECK_EVERY steps)
     loss_n: int = 0
     metrics: list[dict[str, Any]] = field(default_factory=list)

@@ -22,8 +22,16 @@ import torch
 
 from quicktrain.config import DataConfig
 from quicktrain.data import builtin, files
-from quicktrain.data.prepare import (as_x, as_y, check_pair, holdout, num_classes_of, resolve_augment, standardise,
-                                     to_layout)
+from quicktrain.data.prepare import (
+    as_x,
+    as_y,
+    check_pair,
+    holdout,
+    num_classes_of,
+    resolve_augment,
+    standardise,
+    to_layout,
+)
 from quicktrain.data.types import Split, Splits, fingerprint
 from quicktrain.errors import ConfigError, DataError
 

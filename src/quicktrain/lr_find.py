@@ -1,0 +1,179 @@
+"""A learning-rate range test (Smith 2017, "Cyclical learning rates", sec. 3.3) that leaves no trace.
+
+The LR grows exponentially from `start_lr` to `end_lr` over at most one epoch of the recipe's real model, data,
+augmentation, loss and precision, and the loss is smoothed with a bias-corrected exponential average. The sweep stops
+early once the smoothed loss is non-finite or exceeds 4x its best (the usual divergence rule).
+
+It trains a *copy* of the model, with its own optimizer and data order, and restores every random generator
+afterwards, so the caller's model, optimizer and random streams are exactly as they were (Lightning's finder changes
+the weights, the complaint in Lightning #1767 / #6675).
+
+To get ~100 points from one epoch, the sweep uses batches of about n/100 examples, and the suggestion is carried to the
+recipe's batch size by the recipe's own LR-batch rule (`schedule.lr_batch_rule`, sqrt by default).
+
+Suggestion rules (`suggest`): `steepest` (the LR of the steepest descent of the smoothed loss, Smith's and fastai's
+classic), `minimum/10` (fastai's `lr_min`), and `valley` (the middle of the longest stretch of descent, fastai's
+default since 2.5). Which one quicktrain reports was chosen by comparing each against full sweeps of real recipes
+(benchmarks/lr_find_validation.py, docs/BENCHMARKS.md). The reported range spans the rules' suggestions; the
+confidence says how much they agree.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import nn
+
+from quicktrain import measure
+from quicktrain.autotune import autotune, cache_key
+from quicktrain.config import Config, check_config
+from quicktrain.data import load_data
+from quicktrain.data.batches import DeviceBatches
+from quicktrain.methods.augment import Augment
+from quicktrain.methods.label_smoothing import loss_fn as make_loss
+from quicktrain.models import build_model
+from quicktrain.optim import make_optimizer
+from quicktrain.precision import Precision
+from quicktrain.runtime import derive_seed, pick_device, seed_everything
+from quicktrain.schedules import lr_batch_scale
+from quicktrain.state import rng_state, set_rng_state
+
+RULE = "valley"  # the rule reported as `suggested_lr` (see docs/BENCHMARKS.md, "LR finder")
+RULE_FACTOR = 1.0  # multiplier applied to the rule's LR (validated with the rule)
+DIVERGE = 4.0  # stop when the smoothed loss exceeds this many times its best
+BETA = 0.9  # smoothing of the loss (bias-corrected EMA); ~10-step memory for a 100-step sweep
+
+
+@dataclass
+class LRFindResult:
+    suggested_lr: float  # for the recipe's batch size
+    low: float  # range spanned by the rules' suggestions
+    high: float
+    confidence: str  # high: the rules agree within 3x; medium: within 10x; low: otherwise
+    rule: str
+    suggestions: dict[str, float]  # every rule's LR, for the recipe's batch size
+    sweep_batch_size: int
+    batch_lr_factor: float  # a sweep LR times this is the same LR at the recipe's batch size (schedule.lr_batch_rule)
+    steps: int
+    seconds: float
+    stopped: str  # why the sweep ended
+    lrs: list[float] = field(repr=False)  # at the sweep's batch size
+    losses: list[float] = field(repr=False)
+    smoothed: list[float] = field(repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("lrs", "losses", "smoothed"):
+            out.pop(key)
+        return out
+
+
+def smooth(losses: list[float], beta: float = BETA) -> list[float]:
+    """Bias-corrected exponential average (as in Adam's moment estimates); NaN or inf stay NaN or inf."""
+    avg, out = 0.0, []
+    for i, value in enumerate(losses, 1):
+        avg = beta * avg + (1 - beta) * value
+        out.append(avg / (1 - beta**i))
+    return out
+
+
+def suggest(lrs: list[float], smoothed: list[float]) -> dict[str, float]:
+    """Each rule's LR from a sweep (finite points only; the first 10% skipped, where the average is still settling)."""
+    points = [(lr, s) for lr, s in zip(lrs, smoothed) if math.isfinite(s)]
+    skip = max(1, len(points) // 10)
+    points = points[skip:]
+    if len(points) < 3:
+        raise ValueError("the sweep has fewer than 3 usable points; widen the LR range or check the data")
+    x = [math.log(lr) for lr, _ in points]
+    y = [s for _, s in points]
+    slopes = [(y[i + 1] - y[i - 1]) / (x[i + 1] - x[i - 1]) for i in range(1, len(y) - 1)]
+    steepest = points[1 + min(range(len(slopes)), key=lambda i: slopes[i])][0]
+    minimum = points[min(range(len(y)), key=lambda i: y[i])][0] / 10
+    # valley: the longest run of points each lower than the one before; its middle third is a safe region
+    best_start, best_len, start = 0, 1, 0
+    for i in range(1, len(y)):
+        if y[i] >= y[i - 1]:
+            start = i
+        elif i - start + 1 > best_len:
+            best_start, best_len = start, i - start + 1
+    a, b = best_start + best_len // 3, best_start + 2 * best_len // 3
+    valley = math.exp((x[a] + x[b]) / 2)
+    return {"steepest": steepest, "minimum/10": minimum, "valley": valley}
+
+
+def find_lr(cfg: Config | ModuleType | str, model: nn.Module | None = None, data: Any = None, *,
+            start_lr: float = 1e-6, end_lr: float = 10.0, steps: int = 100) -> LRFindResult:
+    """Run the range test for a recipe (and optionally your model and data); nothing of yours is changed."""
+    from quicktrain.recipes import load_recipe
+
+    cfg = load_recipe(cfg) if not isinstance(cfg, Config) else check_config(cfg)
+    if not 0 < start_lr < end_lr:
+        raise ValueError(f"need 0 < start_lr < end_lr (got {start_lr}, {end_lr})")
+    t0 = time.perf_counter()
+    saved_rng = rng_state()
+    try:
+        return _sweep(cfg, model, data, start_lr, end_lr, steps, t0)
+    finally:
+        set_rng_state(saved_rng)
+
+
+def _sweep(cfg: Config, model: nn.Module | None, data: Any, start_lr: float, end_lr: float, steps: int,
+           t0: float) -> LRFindResult:
+    device = pick_device(cfg.system.device)
+    seed_everything(cfg.train.seed)
+    splits = load_data(cfg.data, data)
+    net = copy.deepcopy(model) if model is not None else build_model(cfg.model, splits.input_shape, splits.num_classes)
+    net = net.to(device).train()
+    n = len(splits.train)
+    steps = max(3, min(steps, n))  # at most one epoch of examples in total
+    batch = max(1, min(cfg.train.batch_size, n // steps))
+    batches = DeviceBatches(splits.train.x.to(device), splits.train.y.to(device), seed=derive_seed(cfg.train.seed, "lr-find"))
+    augment = Augment(splits.augment, cfg.data.shift, device, derive_seed(cfg.train.seed, "augment")) \
+        if splits.augment != "none" and cfg.data.shift > 0 else None
+    loss_fn = make_loss(cfg.methods.label_smoothing)
+    optimizer = make_optimizer(net, replace(cfg.optim, lr=start_lr), device)
+    x0, y0 = batches.x[:batch], batches.y[:batch]
+    choices = autotune(cfg.system, net, lambda m: make_optimizer(m, cfg.optim, device), x0, y0, loss_fn, steps,
+                       cache_key(net, x0, cfg.optim.name, measure.device_name(device)))
+    prec = Precision(choices.precision, device)
+    if choices.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    factor = (end_lr / start_lr) ** (1 / (steps - 1))
+    lrs, losses, best, stopped = [], [], math.inf, "reached end_lr"
+    for i in range(steps):
+        lr = start_lr * factor**i
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        x, y = batches.next(batch)
+        if augment is not None:
+            x, y = augment.on_batch(x, y, 0.0)
+        with prec.autocast():
+            loss = loss_fn(net(x), y)
+        prec.backward(loss)
+        prec.step(optimizer, cfg.optim.grad_clip, net)
+        optimizer.zero_grad(set_to_none=True)
+        lrs.append(lr)
+        losses.append(loss.item())
+        current = smooth(losses)[-1]
+        if not math.isfinite(current):
+            stopped = f"loss became non-finite at lr {lr:.3g}"
+            break
+        best = min(best, current)
+        if current > DIVERGE * best:
+            stopped = f"diverged at lr {lr:.3g} (smoothed loss > {DIVERGE:g}x its best)"
+            break
+    smoothed = smooth(losses)
+    to_recipe = lr_batch_scale(cfg.train.batch_size, batch, cfg.schedule.lr_batch_rule)
+    rules = {k: v * to_recipe for k, v in suggest(lrs, smoothed).items()}
+    spread = max(rules.values()) / min(rules.values())
+    confidence = "high" if spread <= 3 else "medium" if spread <= 10 else "low"
+    return LRFindResult(suggested_lr=rules[RULE] * RULE_FACTOR, low=min(rules.values()), high=max(rules.values()),
+                        confidence=confidence, rule=RULE, suggestions=rules, sweep_batch_size=batch,
+                        batch_lr_factor=to_recipe, steps=len(lrs),
+                        seconds=time.perf_counter() - t0, stopped=stopped, lrs=lrs, losses=losses, smoothed=smoothed)

@@ -1,0 +1,280 @@
+"""`quicktrain tune`: budgeted hyperparameter search with Optuna instead of a grid.
+
+TPE proposes (Bergstra et al. 2011) and Hyperband prunes (Li et al. 2018) on intermediate validation accuracy; the
+trials run in this process (no process per trial). Two objectives:
+- `time` (default): train-clock seconds to the recipe's target. A trial trains up to `seeds` seeds of the candidate
+  and scores the median time if the mean *validation* accuracy reached target + margin (a margin, because the recipe
+  must hit the target on average, not once), else 10,000 s plus the shortfall. The seeds are the pruning resource:
+  after each seed the score so far is reported, so Hyperband can drop a hopeless candidate after one seed.
+- `accuracy`: validation accuracy at the end of the candidate's own budget, with checks at 1/4, 1/2, 3/4 of it as the
+  pruning resource.
+The recipe's own values are the first trial, so the search starts from the hand-set point. Compute is accounted in
+training steps and train-clock seconds over every run, pruned ones included. Test accuracy is never read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import statistics
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from quicktrain import prices
+from quicktrain.config import Config, apply_overrides, dumps
+from quicktrain.data import load_data
+from quicktrain.errors import UserError
+from quicktrain.loop import train
+from quicktrain.search_space import grid, parse_budget, sample
+from quicktrain.tune_storage import open_storage
+
+MISS = 1e4  # score of a trial that misses the target, plus its shortfall
+
+
+@dataclass
+class TuneResult:
+    best_params: dict[str, Any] | None
+    best_value: float | None
+    trials_complete: int
+    trials_pruned: int
+    trials_failed: int
+    compute_steps: int
+    compute_seconds: float
+    best_recipe_path: str | None
+    study_name: str
+    objective: str
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+class _Objective:
+    """Runs one candidate; records its compute on the trial (pruned or not) so budgets count everything."""
+
+    def __init__(self, base: Config, space: dict[str, Any], splits: Any, kind: str, seeds: int, margin: float) -> None:
+        self.base, self.space, self.splits, self.kind, self.seeds, self.margin = base, space, splits, kind, seeds, margin
+
+    def __call__(self, trial: Any) -> float:
+        cfg = apply_overrides(self.base, sample(trial, self.space))
+        steps, seconds = [0], [0.0]
+        trial.set_user_attr("worker", os.getpid())
+
+        def account(record: dict[str, Any]) -> None:
+            steps[-1], seconds[-1] = record["step"], record["train_seconds"]
+
+        try:
+            return self._time(trial, cfg, steps, seconds, account) if self.kind == "time" \
+                else self._accuracy(trial, cfg, account)
+        finally:
+            trial.set_user_attr("compute_steps", int(sum(steps)))
+            trial.set_user_attr("compute_seconds", float(sum(seconds)))
+
+    def _accuracy(self, trial: Any, cfg: Config, account: Callable[[dict[str, Any]], None]) -> float:
+        import optuna
+
+        cfg = apply_overrides(cfg, {"train.target": 0.0, "train.eval_every": cfg.train.epochs / 4, "train.eval_from": 0.0})
+        checks = [0]
+
+        def on_eval(record: dict[str, Any]) -> None:
+            account(record)
+            checks[0] += 1
+            trial.report(record["val_acc"], checks[0])
+            if checks[0] < 4 and trial.should_prune():
+                raise optuna.TrialPruned()
+
+        return train(replace(cfg, train=replace(cfg.train, seed=0)), data=self.splits, on_eval=on_eval,
+                     progress=False).val_acc
+
+    def _time(self, trial: Any, cfg: Config, steps: list[int], seconds: list[float],
+              account: Callable[[dict[str, Any]], None]) -> float:
+        import optuna
+
+        cfg = apply_overrides(cfg, {"train.stop_on_target": False})  # a seed that reaches early still trains its budget
+        runs = []
+        for seed in range(self.seeds):
+            if seed:
+                steps.append(0)
+                seconds.append(0.0)
+            runs.append(train(replace(cfg, train=replace(cfg.train, seed=seed)), data=self.splits, on_eval=account,
+                              progress=False))
+            value = self.score(runs, cfg.train.target)
+            trial.report(value, seed + 1)
+            if seed + 1 < self.seeds and trial.should_prune():
+                raise optuna.TrialPruned()
+        return value
+
+    def score(self, runs: list[Any], target: float) -> float:
+        mean_val = statistics.fmean(r.val_acc for r in runs)
+        if mean_val >= target + self.margin:
+            return statistics.median(r.train_seconds for r in runs)
+        return MISS * (1 + target + self.margin - mean_val)
+
+
+def _stopper(kind: str, amount: float) -> Callable[[Any, Any], None]:
+    """A callback that stops the study once a steps budget (over all workers' trials) is spent."""
+
+    def callback(study: Any, trial: Any) -> None:
+        if kind == "steps" and sum(t.user_attrs.get("compute_steps", 0) for t in study.get_trials(deepcopy=False)) >= amount:
+            study.stop()
+
+    return callback
+
+
+def tune(recipe: Any, budget: str, *, space: dict[str, Any] | None = None, storage: str | None = None,
+         study_name: str | None = None, objective: str = "time", trials: int | None = None, seeds: int = 3,
+         margin: float = 0.01, seed: int | None = 0, run_dir: str | Path | None = None, instance: str | None = None,
+         heartbeat: int = 10, log: Callable[[str], None] = print) -> TuneResult:
+    """Search the recipe's space within `budget` ('600s', '20000steps', '0.50usd'); write the best config as a recipe
+    file in `run_dir`. Several processes may call this with the same `storage` and `study_name` to share a study."""
+    import optuna
+
+    from quicktrain.recipes import load_recipe
+    from quicktrain.search_space import recipe_space
+
+    base = load_recipe(recipe)
+    if objective not in ("time", "accuracy"):
+        raise UserError(f"--objective must be time or accuracy (got {objective!r})")
+    if seeds < 1 or not 0 <= margin < 1:
+        raise UserError(f"--seeds must be >= 1 and --margin in [0, 1) (got {seeds}, {margin})")
+    space = space if space is not None else recipe_space(recipe, base)
+    kind, amount = parse_budget(budget)
+    timeout = amount if kind == "s" else None
+    if kind == "usd":
+        price = prices.lookup(instance or prices.DEFAULT_INSTANCE, prices.load_prices())
+        timeout = amount / price.on_demand * 3600.0
+    store = open_storage(storage, heartbeat)
+    name = study_name or f"{base.name}-{objective}"
+    worker_seed = seed if storage is None or seed is None else seed * 1000 + os.getpid() % 1000  # workers must differ
+    direction = "minimize" if objective == "time" else "maximize"
+    max_resource = seeds if objective == "time" else 4
+    try:
+        study = optuna.create_study(storage=store, study_name=name, direction=direction, load_if_exists=True,
+                                    sampler=optuna.samplers.TPESampler(seed=worker_seed),
+                                    pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_resource,
+                                                                          reduction_factor=3))
+    except Exception as exc:  # e.g. an existing study with another direction
+        raise UserError(f"study {name!r} in {storage}: {str(exc).splitlines()[0][:200]}") from None
+    if not study.trials:  # the recipe's own values first: the search starts from the hand-set point
+        study.enqueue_trial({k: _current(base, k) for k in space}, skip_if_exists=True)
+    splits = load_data(base.data)
+    callbacks: list[Any] = [_stopper(kind, amount)]
+    if trials is not None:
+        from optuna.study import MaxTrialsCallback
+        from optuna.trial import TrialState
+
+        callbacks.append(MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    log(f"study {name!r}: objective {objective}, budget {budget}, {len(space)} parameters, storage {storage or 'memory'}")
+    study.optimize(_Objective(base, space, splits, objective, seeds, margin), timeout=timeout, callbacks=callbacks,
+                   catch=(), gc_after_trial=False)
+    return _finish(study, base, space, objective, run_dir, budget, log)
+
+
+def _current(cfg: Config, key: str) -> Any:
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _finish(study: Any, base: Config, space: dict[str, Any], objective: str, run_dir: str | Path | None, budget: str,
+            log: Callable[[str], None]) -> TuneResult:
+    from optuna.trial import TrialState
+
+    from quicktrain.tune_report import write_tune_report
+
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = study.best_trial if done else None
+    out = Path(run_dir) if run_dir is not None else Path("runs") / "tune" / time.strftime(f"{study.study_name}-%Y%m%d-%H%M%S")
+    recipe_path = None
+    if best is not None:
+        tuned = replace(apply_overrides(base, best.params), name=f"{base.name}_tuned")
+        recipe_path = write_recipe(out / f"{tuned.name}.py", tuned, best, objective, study.study_name, budget)
+    write_tune_report(out, study, space, objective)
+    count = lambda s: sum(t.state == s for t in trials)  # noqa: E731
+    result = TuneResult(
+        best_params=dict(best.params) if best else None, best_value=best.value if best else None,
+        trials_complete=count(TrialState.COMPLETE), trials_pruned=count(TrialState.PRUNED),
+        trials_failed=count(TrialState.FAIL), compute_steps=sum(t.user_attrs.get("compute_steps", 0) for t in trials),
+        compute_seconds=sum(t.user_attrs.get("compute_seconds", 0.0) for t in trials),
+        best_recipe_path=str(recipe_path) if recipe_path else None, study_name=study.study_name, objective=objective)
+    log(f"{result.trials_complete} complete, {result.trials_pruned} pruned, {result.trials_failed} failed; "
+        f"best {result.best_value} with {result.best_params}")
+    return result
+
+
+def write_recipe(path: Path, cfg: Config, trial: Any, objective: str, study: str, budget: str) -> Path:
+    """The best config as a recipe file `quicktrain run PATH` accepts (the whole config, so it never drifts)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    params = json.dumps(trial.params, indent=1, sort_keys=True, default=str)
+    path.write_text(
+        f'"""Tuned by `quicktrain tune` (study {study!r}, objective {objective}, budget {budget}), '
+        f'{time.strftime("%Y-%m-%d")}.\n\nBest trial {trial.number}: value {trial.value}; its parameters:\n{params}\n"""\n\n'
+        "import json\n\nfrom quicktrain.config import from_dict\n\n"
+        f"CONFIG = from_dict(json.loads({dumps(cfg)!r}))\n")
+    return path
+
+
+def compare_grid(recipe: Any, *, space: dict[str, Any] | None = None, levels: int = 3, study_seeds: int = 3,
+                 tolerance: float = 0.005, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Grid search against TPE + Hyperband on the same space with the same compute accounting (training steps),
+    objective: validation accuracy at the candidate's budget. Reports how much compute each needed to get within
+    `tolerance` (0.5 points) of the grid's best."""
+    import optuna
+
+    from quicktrain.recipes import load_recipe
+    from quicktrain.search_space import recipe_space
+
+    base = load_recipe(recipe)
+    space = space if space is not None else recipe_space(recipe, base)
+    splits = load_data(base.data)
+    points = grid(space, levels)
+    log(f"grid: {len(points)} points")
+    results = []
+    for i, point in enumerate(points):
+        cfg = apply_overrides(base, {**point, "train.target": 0.0, "train.eval_from": 1.0})
+        r = train(replace(cfg, train=replace(cfg.train, seed=0)), data=splits, progress=False)
+        results.append((r.val_acc, r.steps))
+        if (i + 1) % 50 == 0:
+            log(f"  grid {i + 1}/{len(points)}: best so far {100 * max(a for a, _ in results):.2f}%")
+    grid_best, grid_steps = max(a for a, _ in results), sum(s for _, s in results)
+    goal = grid_best - tolerance
+    orders = []
+    for s in range(3):  # a grid has no natural order: how soon it gets there in random orders
+        order = results[:]
+        random.Random(s).shuffle(order)
+        spent = 0
+        for acc, st in order:
+            spent += st
+            if acc >= goal:
+                break
+        orders.append(spent)
+    searches = []
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for s in range(study_seeds):
+        objective = _Objective(base, space, splits, "accuracy", 1, 0.0)
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=s),
+                                    pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=4, reduction_factor=3))
+        spent, hit = 0, None
+        while spent < grid_steps and hit is None:
+            study.optimize(objective, n_trials=1)
+            t = study.trials[-1]
+            spent += t.user_attrs.get("compute_steps", 0)
+            if t.value is not None and t.value >= goal:
+                hit = spent
+        searches.append({"study_seed": s, "steps_to_goal": hit, "trials": len(study.trials),
+                         "fraction_of_grid": hit / grid_steps if hit else None})
+        log(f"  search seed {s}: {'reached' if hit else 'did not reach'} {100 * goal:.2f}% after {spent} steps "
+            f"({100 * spent / grid_steps:.1f}% of the grid), {len(study.trials)} trials")
+    fractions = [x["fraction_of_grid"] if x["fraction_of_grid"] is not None else math.inf for x in searches]
+    return {"grid_points": len(points), "grid_best_val": grid_best, "goal_val": goal, "grid_steps": grid_steps,
+            "grid_steps_to_goal_random_order_median": statistics.median(orders),
+            "search": searches, "search_fraction_of_grid_median": statistics.median(fractions)}
+
+
+__all__ = ["TuneResult", "compare_grid", "tune", "write_recipe"]

@@ -1,0 +1,57 @@
+"""What `quicktrain tune` writes: tune.md (trials table, parameter importance), trials.json and two plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+MAX_ROWS = 40
+
+
+def importances(study: Any) -> dict[str, float]:
+    """Optuna's fANOVA parameter importances, or {} when there are too few completed trials to estimate them."""
+    import optuna
+
+    try:
+        return dict(optuna.importance.get_param_importances(study))
+    except (RuntimeError, ValueError, ZeroDivisionError):
+        return {}
+
+
+def write_tune_report(out: Path, study: Any, space: dict[str, Any], objective: str) -> None:
+    from optuna.trial import TrialState
+
+    from quicktrain.plots import plot_importance, plot_tune_history
+    from quicktrain.report import markdown_table
+
+    out.mkdir(parents=True, exist_ok=True)
+    trials = study.get_trials(deepcopy=False)
+    rows = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+             "compute_steps": t.user_attrs.get("compute_steps", 0), "compute_seconds": t.user_attrs.get("compute_seconds", 0.0),
+             "retry_of": t.system_attrs.get("failed_trial")} for t in trials]
+    (out / "trials.json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
+    imp = importances(study)
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    minimize = objective == "time"
+    ranked = sorted(done, key=lambda t: t.value if minimize else -t.value)[:MAX_ROWS]
+    keys = list(space)
+    header = ["trial", "value", *[k.split(".")[-1] for k in keys], "steps"]
+    body = [[str(t.number), f"{t.value:.4g}", *[_fmt(t.params.get(k)) for k in keys],
+             str(t.user_attrs.get("compute_steps", 0))] for t in ranked]
+    lines = [f"# quicktrain tune: {study.study_name}", "",
+             f"Objective: {'train-clock seconds to the target (lower is better)' if minimize else 'validation accuracy (higher is better)'}. "
+             f"{len(done)} complete, {sum(t.state == TrialState.PRUNED for t in trials)} pruned, "
+             f"{sum(t.state == TrialState.FAIL for t in trials)} failed.", "",
+             f"## Best {len(ranked)} trials", "", markdown_table(header, body), ""]
+    if imp:
+        lines += ["## Parameter importance (fANOVA)", "",
+                  markdown_table(["parameter", "importance"], [[k, f"{v:.3f}"] for k, v in imp.items()]), ""]
+    (out / "tune.md").write_text("\n".join(lines))
+    plot_tune_history([(t.number, t.value) for t in done], out / "tune_history.png", minimize=minimize)
+    if imp:
+        plot_importance(imp, out / "tune_importance.png")
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
