@@ -6,6 +6,10 @@ For each recipe: train it at 8 peak LRs (the recipe's own LR times 1/16 ... 8, a
 each; the best peak LR is the one with the highest mean *validation* accuracy. Then run the finder with the same seeds
 and report, for every suggestion rule, the median suggestion and its ratio to the best LR (within 2x is the bar), and
 what the finder cost in examples (at most one epoch) and seconds.
+
+Where the sweep cannot tell its top LRs apart (a flat optimum: their means within one standard error of the best
+mean), "the best" is a tie; the report then also gives the tied region and whether the suggestion is within 2x of
+any LR in it. Both readings are printed; neither replaces the other.
 """
 
 from __future__ import annotations
@@ -25,31 +29,42 @@ FACTORS = [1 / 16, 1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8]
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("recipes", nargs="*", default=["mnist1d", "digits", "mnist5k"])
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=6)
     args = ap.parse_args()
     report = {}
     for name in args.recipes:
         base = apply_overrides(load_recipe(name), {"train.target": 0.0})
         splits = load_data(base.data)
-        sweep = {}
+        sweep, se = {}, {}
         for f in FACTORS:
             lr = base.optim.lr * f
             accs = [train(replace(base, optim=replace(base.optim, lr=lr), train=replace(base.train, seed=s)),
                           data=splits, progress=False).val_acc for s in range(args.seeds)]
-            sweep[lr] = statistics.fmean(accs)
-            print(f"{name}: peak lr {lr:.4g}: val {100 * sweep[lr]:.2f}%", flush=True)
+            sweep[lr], se[lr] = statistics.fmean(accs), statistics.stdev(accs) / len(accs) ** 0.5
+            print(f"{name}: peak lr {lr:.4g}: val {100 * sweep[lr]:.2f}% ± {100 * se[lr]:.2f} (s.e.)", flush=True)
         best = max(sweep, key=lambda k: sweep[k])
+        tied = sorted(lr for lr in sweep if sweep[lr] >= sweep[best] - se[best])
         finds = [find_lr(replace(base, train=replace(base.train, seed=s)), data=splits) for s in range(args.seeds)]
         rules = {rule: statistics.median(f.suggestions[rule] for f in finds) for rule in finds[0].suggestions}
+        suggested = statistics.median(f.suggested_lr for f in finds)  # the rule quicktrain reports
+        at_suggestion = statistics.fmean(
+            train(replace(base, optim=replace(base.optim, lr=suggested), train=replace(base.train, seed=s)),
+                  data=splits, progress=False).val_acc for s in range(args.seeds))
         report[name] = {
             "best_lr": best, "best_val": sweep[best], "sweep": {f"{k:.4g}": v for k, v in sweep.items()},
-            "rules": {rule: {"lr": lr, "ratio_to_best": lr / best, "within_2x": 0.5 <= lr / best <= 2.0}
+            "tied_best_region": [tied[0], tied[-1]], "se": {f"{k:.4g}": v for k, v in se.items()},
+            "rules": {rule: {"lr": lr, "ratio_to_best": lr / best, "within_2x": 0.5 <= lr / best <= 2.0,
+                             "within_2x_of_tied_region": tied[0] / 2 <= lr <= tied[-1] * 2}
                       for rule, lr in rules.items()},
+            "suggested_lr": suggested, "val_at_suggestion": at_suggestion,
+            "regret_points": 100 * (sweep[best] - at_suggestion),
             "finder_examples": finds[0].steps * finds[0].sweep_batch_size, "epoch_examples": len(splits.train),
             "finder_seconds_median": statistics.median(f.seconds for f in finds),
             "confidence": [f.confidence for f in finds],
         }
-        print(f"{name}: best {best:.4g} ({100 * sweep[best]:.2f}%); " + ", ".join(
+        print(f"{name}: at the suggestion {suggested:.4g}: val {100 * at_suggestion:.2f}% "
+              f"({100 * (sweep[best] - at_suggestion):+.2f} points below the sweep's best)", flush=True)
+        print(f"{name}: best {best:.4g} ({100 * sweep[best]:.2f}%), tied region {tied[0]:.4g}-{tied[-1]:.4g}; " + ", ".join(
             f"{r} {v['lr']:.4g} ({v['ratio_to_best']:.2f}x)" for r, v in report[name]["rules"].items()), flush=True)
     print(json.dumps(report, indent=1))
 

@@ -97,6 +97,17 @@ def test_tune_in_process_writes_a_runnable_recipe(tmp_path: Path, capsys) -> Non
     assert run["recipe"] == "tinytune_tuned" and run["peak_lr"] == pytest.approx(result["best_params"]["optim.lr"])
 
 
+def test_a_diverging_candidate_is_a_bad_trial_not_a_crash(tmp_path: Path) -> None:
+    from quicktrain.tuning import tune
+
+    space = {"optim.name": ("choice", ["sgd"]), "optim.lr": ("log", 1e30, 1e36)}  # every candidate blows up
+    result = tune(recipe_file(tmp_path, space=space, name="diverge"), "300steps", objective="accuracy", trials=3,
+                  run_dir=tmp_path / "t", log=lambda m: None)
+    assert result.trials_complete >= 3 and result.best_value == 0.0
+    trials = json.loads((tmp_path / "t" / "trials.json").read_text())
+    assert all(t["state"] == "COMPLETE" for t in trials)
+
+
 def test_tune_bad_inputs_exit_2(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     from test_cli import cli
 

@@ -23,6 +23,7 @@ from quicktrain.config import (
 )
 from quicktrain.errors import ConfigError, DataError, Preempted, TrainingDiverged, UserError
 from quicktrain.loop import evaluate, train
+from quicktrain.lr_find import LRFindResult, find_lr
 from quicktrain.optim import make_optimizer, param_groups
 from quicktrain.recipes import load_recipe
 from quicktrain.result import Result
@@ -31,11 +32,20 @@ from quicktrain.state import restore_state, save_state, weights_sha256
 
 __version__ = "0.1.0"
 
+
+def tune(*args, **kwargs):  # type: ignore[no-untyped-def]
+    """quicktrain.tuning.tune (imported on first use: Optuna is a heavy import)."""
+    from quicktrain.tuning import tune as _tune
+
+    return _tune(*args, **kwargs)
+
+
 __all__ = [
     "CheckpointConfig",
     "CheckpointWriteError",
     "Config",
     "CorruptCheckpoint",
+    "LRFindResult",
     "ConfigError",
     "DataConfig",
     "DataError",
@@ -53,6 +63,7 @@ __all__ = [
     "apply_overrides",
     "batch_size_at",
     "evaluate",
+    "find_lr",
     "load_recipe",
     "lr_batch_scale",
     "lr_factor",
@@ -62,5 +73,7 @@ __all__ = [
     "restore_state",
     "save_state",
     "train",
+    "tune",
     "weights_sha256",
 ]
+

@@ -21,21 +21,43 @@ from quicktrain.loop import Result, train
 
 @dataclass(frozen=True)
 class Toggle:
-    """One technique for the ablation: how to tell it is on, and the overrides that turn it off and on."""
+    """One technique for the ablation: how to tell it is on, and the overrides that turn it off and on. `on` may be a
+    function of the recipe; `label_on` names the added row when that needs more than "+ name"."""
 
     name: str
     is_on: Callable[[Config], bool]
     off: dict[str, Any]
-    on: dict[str, Any] | Callable[[Config], dict[str, Any]]  # a function where "on" depends on the recipe
+    on: dict[str, Any] | Callable[[Config], dict[str, Any]]
+    label_on: Callable[[Config], str] | None = None
+
+    def variant(self, base: Config) -> tuple[str, dict[str, Any]]:
+        if self.is_on(base):
+            return f"− {self.name}", self.off
+        label = self.label_on(base) if self.label_on is not None else f"+ {self.name}"
+        return label, self.on(base) if callable(self.on) else self.on
+
+
+WD = 5e-4  # the decay the weight-decay rows add to a recipe that has none
+
+
+def _decay_everything(c: Config) -> dict[str, Any]:
+    """On a recipe without decay, the informative row is decay on *every* parameter, to compare with the
+    decoupled-decay row (which spares norm/bias/1-d parameters)."""
+    if c.optim.weight_decay > 0:
+        return {"optim.no_decay_1d": True}
+    return {"optim.weight_decay": WD, "optim.no_decay_1d": False}
 
 
 TOGGLES = (
     Toggle("warmup + one-cycle schedule", lambda c: c.schedule.kind != "constant",
            {"schedule.kind": "constant"}, {"schedule.kind": "onecycle"}),
-    Toggle("decoupled weight decay (AdamW)", lambda c: c.optim.name in ("adamw", "sgd"),
-           {"optim.name": "adam"}, {"optim.name": "adamw"}),
-    Toggle("no decay on norm/bias/1-d", lambda c: c.optim.no_decay_1d, {"optim.no_decay_1d": False},
-           {"optim.no_decay_1d": True}),
+    Toggle("decoupled weight decay (AdamW)", lambda c: c.optim.name in ("adamw", "sgd") and c.optim.weight_decay > 0,
+           {"optim.name": "adam"}, lambda c: {"optim.name": "adamw", "optim.weight_decay": c.optim.weight_decay or WD},
+           label_on=lambda c: f"+ decoupled weight decay (AdamW, {c.optim.weight_decay or WD:g})"),
+    Toggle("no decay on norm/bias/1-d", lambda c: c.optim.no_decay_1d and c.optim.weight_decay > 0,
+           {"optim.no_decay_1d": False}, _decay_everything,
+           label_on=lambda c: "+ no decay on norm/bias/1-d" if c.optim.weight_decay > 0
+           else f"+ weight decay ({WD:g}) on norm/bias/1-d too"),
     Toggle("mixed precision (bf16/fp16)", lambda c: c.system.precision != "fp32", {"system.precision": "fp32"},
            {"system.precision": "bf16"}),
     Toggle("label smoothing", lambda c: c.methods.label_smoothing > 0, {"methods.label_smoothing": 0.0},
@@ -68,6 +90,7 @@ def summarise(label: str, results: list[Result]) -> dict[str, Any]:
         "median_seconds_to_test_target": statistics.median(test_times) if test_times else None,
         "test_reached": len(test_times),
         "acc_mean": statistics.fmean(accs), "acc_std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
+        "val_mean": statistics.fmean(r.val_acc for r in results),
         "acc_min": min(accs), "acc_max": max(accs),
         "median_train_seconds": statistics.median(r.train_seconds for r in results),
         "usd_on_demand": median * price[0] if median is not None else None,
@@ -147,9 +170,7 @@ def run_bench(configs: list[Config], seeds: int = 5, ablate: bool = False, out_d
     if ablate:
         base = configs[0]
         for t in TOGGLES:
-            on = t.is_on(base)
-            label = f"{'−' if on else '+'} {t.name}"
-            change = t.off if on else (t.on(base) if callable(t.on) else t.on)
+            label, change = t.variant(base)
             variants.append((label, replace(apply_overrides(base, change), name=f"{base.name} {label}")))
     log(f"{len(variants)} configurations x {seeds} seeds, interleaved by seed")
     all_results = _run_interleaved([c for _, c in variants], seeds, data_for, instance, prices_path, progress, log)
@@ -174,16 +195,16 @@ def run_bench(configs: list[Config], seeds: int = 5, ablate: bool = False, out_d
 def bench_table(rows: list[dict[str, Any]]) -> str:
     from quicktrain.report import format_pct, format_seconds, format_usd, markdown_table
 
-    header = ["recipe", "target (val)", "reached", "time to target: median [min, max]", "test acc (mean ± std)",
-              "$ on-demand", "$ spot"]
+    header = ["recipe", "target (val)", "reached", "time to target: median [min, max]", "val acc (mean)",
+              "test acc (mean ± std)", "$ on-demand", "$ spot"]
     body = []
     for r in rows:
         spread = (f"{format_seconds(r['median_seconds'])} [{format_seconds(r['min_seconds'])}, "
                   f"{format_seconds(r['max_seconds'])}]") if r["median_seconds"] is not None else "not reached"
-        body.append([r["label"], format_pct(r["target"], 1), f"{r['reached']}/{r['n']}", spread,
+        body.append([r["label"], format_pct(r["target"], 1), f"{r['reached']}/{r['n']}", spread, format_pct(r["val_mean"]),
                      f"{100 * r['acc_mean']:.2f}% ± {100 * r['acc_std']:.2f}", format_usd(r["usd_on_demand"]),
                      format_usd(r["usd_spot"])])
-    return markdown_table(header, body, align="lrrrrrr")
+    return markdown_table(header, body, align="lrrrrrrr")
 
 
 def _write(out_dir: Path, summary: dict[str, Any], runs: dict[str, list[Result]], table: str) -> None:

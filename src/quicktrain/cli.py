@@ -243,7 +243,7 @@ def _lr_find(args: argparse.Namespace, overrides: list[str], origin: float) -> i
 
 
 def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
-    from quicktrain.tune import compare_grid, tune
+    from quicktrain.tuning import compare_grid, tune
 
     if overrides or args.target is not None:
         raise UserError("tune takes no config overrides: declare the search space in the recipe (SEARCH_SPACE), "

@@ -1,6 +1,6 @@
 """THE training loop: `train(cfg, model, data) -> Result`. Setup, then one loop, read top to bottom.
 
-Clocks (see docs/ARCHITECTURE.md):
+Clocks (README, "What is measured, and how"):
 - train clock: the training steps plus the validation checks that decide stopping (synchronised on CUDA at the
   points where it is read). Not in it: data loading, model construction, `auto` measurements, test-set evaluation
   (reporting only), writing files.

@@ -27,7 +27,7 @@ from typing import Any, Callable
 from quicktrain import prices
 from quicktrain.config import Config, apply_overrides, dumps
 from quicktrain.data import load_data
-from quicktrain.errors import UserError
+from quicktrain.errors import TrainingDiverged, UserError
 from quicktrain.loop import train
 from quicktrain.search_space import grid, parse_budget, sample
 from quicktrain.tune_storage import open_storage
@@ -69,6 +69,9 @@ class _Objective:
         try:
             return self._time(trial, cfg, steps, seconds, account) if self.kind == "time" \
                 else self._accuracy(trial, cfg, account)
+        except TrainingDiverged:  # a candidate whose loss blew up is the worst kind of result, not a crash
+            trial.set_user_attr("diverged", True)
+            return 2 * MISS if self.kind == "time" else 0.0
         finally:
             trial.set_user_attr("compute_steps", int(sum(steps)))
             trial.set_user_attr("compute_seconds", float(sum(seconds)))
@@ -158,8 +161,9 @@ def tune(recipe: Any, budget: str, *, space: dict[str, Any] | None = None, stora
                                                                           reduction_factor=3))
     except Exception as exc:  # e.g. an existing study with another direction
         raise UserError(f"study {name!r} in {storage}: {str(exc).splitlines()[0][:200]}") from None
-    if not study.trials:  # the recipe's own values first: the search starts from the hand-set point
-        study.enqueue_trial({k: _current(base, k) for k in space}, skip_if_exists=True)
+    if not study.trials:  # the recipe's own values first (those inside the space): start from the hand-set point
+        own = {k: _current(base, k) for k in space}
+        study.enqueue_trial({k: v for k, v in own.items() if _inside(space[k], v)}, skip_if_exists=True)
     splits = load_data(base.data)
     callbacks: list[Any] = [_stopper(kind, amount)]
     if trials is not None:
@@ -172,6 +176,12 @@ def tune(recipe: Any, budget: str, *, space: dict[str, Any] | None = None, stora
     study.optimize(_Objective(base, space, splits, objective, seeds, margin), timeout=timeout, callbacks=callbacks,
                    catch=(), gc_after_trial=False)
     return _finish(study, base, space, objective, run_dir, budget, log)
+
+
+def _inside(spec: tuple[Any, ...], value: Any) -> bool:
+    if spec[0] == "choice":
+        return value in spec[1]
+    return isinstance(value, (int, float)) and spec[1] <= value <= spec[2]
 
 
 def _current(cfg: Config, key: str) -> Any:
