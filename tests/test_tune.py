@@ -132,7 +132,8 @@ def test_tune_bad_inputs_exit_2(tmp_path: Path, capsys) -> None:  # type: ignore
 def worker(recipe: str, storage: str, study: str, trials: int, extra: tuple[str, ...] = ()) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "quicktrain", "tune", recipe, "--storage", storage, "--study-name",
                              study, "--trials", str(trials), "--objective", "accuracy", "--budget", "300s",
-                             "--heartbeat", "1", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--heartbeat", "1", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(recipe).parent)  # its runs/ go to the test's temp dir, not the repository
 
 
 def load(storage: str, study: str):  # type: ignore[no-untyped-def]
@@ -210,3 +211,55 @@ def test_a_killed_workers_trial_fails_and_is_retried(tmp_path: Path, kind: str) 
     assert retries and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert retries[0].params == trials[killed].params
     assert not [t for t in trials.values() if t.state == TrialState.RUNNING]
+
+
+# ---- workers racing to create the schema -----------------------------------------------------------------------------
+
+
+def test_the_schema_race_is_retried_and_other_errors_are_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    import optuna
+
+    from quicktrain import tune_storage
+
+    calls: list[int] = []
+
+    def racing(*args: object, **kwargs: object) -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError('(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "x"')
+        return "storage"
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(tune_storage.time, "sleep", lambda s: None)
+    assert tune_storage.open_storage("postgresql://u@h/db") == "storage" and len(calls) == 3
+
+    def refused(*args: object, **kwargs: object) -> str:
+        calls.append(1)
+        raise RuntimeError("connection refused")
+
+    calls.clear()
+    monkeypatch.setattr(optuna.storages, "RDBStorage", refused)
+    with pytest.raises(UserError, match="cannot connect: connection refused"):
+        tune_storage.open_storage("postgresql://u:pw@h/db")
+    assert len(calls) == 1
+
+
+@pytest.mark.slow
+def test_workers_starting_together_on_an_empty_postgres_database() -> None:
+    url = _postgres()
+    if url is None:
+        pytest.skip("PostgreSQL: set QUICKTRAIN_TEST_POSTGRES (.ci/run installs and starts a server and sets it)")
+    import psycopg
+
+    admin, name = url, f"race_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        fresh = url.rsplit("/", 1)[0] + "/" + name
+        code = f"from quicktrain.tune_storage import open_storage; open_storage({fresh!r}, heartbeat=1)"
+        procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, errors
+    finally:
+        with psycopg.connect(admin.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

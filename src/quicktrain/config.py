@@ -52,7 +52,6 @@ class DataConfig:
     shift: int = 4  # 1-D: max |shift| in samples; 2-D: crop padding in pixels
     num_classes: int = 0  # 0 = infer (max label + 1); labels outside [0, num_classes) are an error
     resident_max_mb: float = 2048.0  # datasets up to this size stay as tensors on the device
-    workers: int = 2  # DataLoader workers, used only for datasets too large to keep on the device
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
         yield "name", self.name in DATASETS, f"unknown dataset {self.name!r} (choose from {', '.join(DATASETS)})"
@@ -62,7 +61,6 @@ class DataConfig:
         yield "shift", self.shift >= 0, "must be >= 0"
         yield "num_classes", self.num_classes >= 0, "must be >= 0 (0 = infer from the labels)"
         yield "resident_max_mb", self.resident_max_mb >= 0, "must be >= 0"
-        yield "workers", self.workers >= 0, "must be >= 0"
 
 
 DATASETS = ("mnist1d", "digits", "mnist5k", "cifar10", "npz", "custom")

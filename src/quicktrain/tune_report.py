@@ -10,11 +10,15 @@ MAX_ROWS = 40
 
 
 def importances(study: Any) -> dict[str, float]:
-    """Optuna's fANOVA parameter importances, or {} when there are too few completed trials to estimate them."""
+    """Optuna's fANOVA parameter importances, or {} when there are too few completed trials to estimate them.
+
+    The evaluator is named, not left to Optuna's default, which changed to PED-ANOVA in Optuna 5 (and warns, then
+    reports equal importances, on the few trials a short budget gives); seeded so a report is reproducible."""
     import optuna
 
     try:
-        return dict(optuna.importance.get_param_importances(study))
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+        return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
     except (RuntimeError, ValueError, ZeroDivisionError):
         return {}
 

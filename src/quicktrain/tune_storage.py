@@ -88,14 +88,34 @@ def _open(url: str | None, heartbeat: int) -> Any:
             raise UserError(f"storage URL {url!r}: cannot open {path}: {exc.strerror or exc}") from None
     if url.startswith(("sqlite:", "postgresql:", "postgresql+", "postgres:")):
         url = url.replace("postgres://", "postgresql://", 1)
+        return _rdb(url, heartbeat, retry)
+    raise UserError(f"storage URL {url!r}: use sqlite:///PATH, journal:PATH or postgresql://USER:PASSWORD@HOST/DB")
+
+
+def _rdb(url: str, heartbeat: int, retry: Any, attempts: int = 5) -> Any:
+    """Optuna's RDBStorage. Workers that start together on an empty database race to create its tables; the loser
+    gets a unique-key violation (seen in CI on PostgreSQL 15), so that one case is retried once the winner is done."""
+    import optuna
+
+    for attempt in range(attempts):
         try:
             return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
                                               heartbeat_stale_trial_callback=retry,
                                               engine_kwargs={"pool_pre_ping": True})
-        except Exception as exc:  # sqlalchemy raises many kinds; all mean "cannot use this storage"
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        except Exception as exc:  # sqlalchemy raises many kinds; all but the race mean "cannot use this storage"
+            text = str(exc).strip()
+            if attempt + 1 < attempts and _is_schema_race(text):
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            reason = text.splitlines()[0] if text else type(exc).__name__
             raise UserError(f"storage URL {_redact(url)!r}: cannot connect: {reason[:200]}") from None
-    raise UserError(f"storage URL {url!r}: use sqlite:///PATH, journal:PATH or postgresql://USER:PASSWORD@HOST/DB")
+    raise AssertionError("unreachable")
+
+
+def _is_schema_race(message: str) -> bool:
+    """A concurrent CREATE TABLE / version-row insert by another worker, as PostgreSQL and SQLite word it."""
+    lowered = message.lower()
+    return "duplicate key" in lowered or "already exists" in lowered or "unique constraint" in lowered
 
 
 def _redact(url: str) -> str:
