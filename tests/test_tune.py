@@ -80,21 +80,29 @@ def test_tune_in_process_writes_a_runnable_recipe(tmp_path: Path, capsys) -> Non
     from test_cli import cli
 
     code, out, err = cli(capsys, "tune", recipe_file(tmp_path), "--budget", "1500steps", "--objective", "time",
-                         "--seeds", "2", "--margin", "0", "--run-dir", str(tmp_path / "t"))
+                         "--seeds", "2", "--margin", "0", "--confirm-seeds", "2", "--run-dir", str(tmp_path / "t"))
     assert code == 0, err
     result = json.loads(out.strip().splitlines()[-1])
     for key in ("best_params", "best_value", "trials_complete", "trials_pruned", "compute_steps", "best_recipe_path"):
         assert key in result
-    assert result["compute_steps"] >= 1500 and result["trials_complete"] >= 1
-    assert set(result["best_params"]) == set(SPACE)
-    for name in ("tune.md", "trials.json", "tune_history.png"):
-        assert (tmp_path / "t" / name).exists()
     trials = json.loads((tmp_path / "t" / "trials.json").read_text())
+    search_steps = sum(t["compute_steps"] for t in trials)
+    assert search_steps >= 0.85 * 1500 and result["trials_complete"] >= 1  # 15% of the budget kept for confirmation
     assert trials[0]["params"]["optim.lr"] == pytest.approx(0.04)  # the recipe's own values go first
+    # confirmation: the recipe's own values and the best distinct trials, rerun on fresh seeds; the best confirmed wins
+    confirmed = result["confirmation"]
+    assert confirmed[0]["label"] == "recipe" and 2 <= len(confirmed) <= 9
+    assert result["best_value"] == min(c["value"] for c in confirmed)
+    assert result["compute_steps"] == search_steps + sum(c["steps"] for c in confirmed)
+    assert "Confirmation on fresh seeds" in (tmp_path / "t" / "tune.md").read_text()
+    assert set(result["best_params"]) in (set(SPACE), set())  # {}: the recipe's own values were confirmed best
+    for name in ("tune.md", "trials.json", "tune_history.png", "confirmation.json"):
+        assert (tmp_path / "t" / name).exists()
     code, out, err = cli(capsys, "run", result["best_recipe_path"], "--no-progress", "--run-dir", str(tmp_path / "r"))
     assert code == 0, err
     run = json.loads(out.strip().splitlines()[-1])
-    assert run["recipe"] == "tinytune_tuned" and run["peak_lr"] == pytest.approx(result["best_params"]["optim.lr"])
+    assert run["recipe"] == "tinytune_tuned"
+    assert run["peak_lr"] == pytest.approx(result["best_params"].get("optim.lr", 0.04))
 
 
 def test_a_diverging_candidate_is_a_bad_trial_not_a_crash(tmp_path: Path) -> None:
@@ -102,10 +110,29 @@ def test_a_diverging_candidate_is_a_bad_trial_not_a_crash(tmp_path: Path) -> Non
 
     space = {"optim.name": ("choice", ["sgd"]), "optim.lr": ("log", 1e30, 1e36)}  # every candidate blows up
     result = tune(recipe_file(tmp_path, space=space, name="diverge"), "300steps", objective="accuracy", trials=3,
-                  run_dir=tmp_path / "t", log=lambda m: None)
-    assert result.trials_complete >= 3 and result.best_value == 0.0
+                  run_dir=tmp_path / "t", confirm_seeds=1, log=lambda m: None)
+    assert result.trials_complete >= 3 and result.search_best_value == 0.0
     trials = json.loads((tmp_path / "t" / "trials.json").read_text())
     assert all(t["state"] == "COMPLETE" for t in trials)
+    # nothing the search found beats the recipe's own values on confirmation, so those come back
+    assert result.best_params == {} and result.best_value > 0.0
+    assert [c["val_mean"] for c in result.confirmation[1:]] == [None] * (len(result.confirmation) - 1)  # diverged
+
+
+def test_confirmation_candidates_are_the_recipe_then_the_best_distinct_trials() -> None:
+    from quicktrain import tuning
+
+    class Trial:  # what _candidates reads from Optuna's trials
+        def __init__(self, number: int, value: float, lr: float) -> None:
+            from optuna.trial import TrialState
+
+            self.number, self.value, self.params, self.state = number, value, {"optim.lr": lr}, TrialState.COMPLETE
+
+    study = type("S", (), {"get_trials": lambda self, deepcopy=False: [Trial(0, 0.5, 0.04), Trial(1, 0.1, 0.2),
+                                                                       Trial(2, 0.3, 0.01), Trial(3, 0.1, 0.2)]})()
+    candidates = tuning._candidates(study, "time")
+    assert candidates == [("recipe", {}), ("trial 1", {"optim.lr": 0.2}), ("trial 2", {"optim.lr": 0.01}),
+                          ("trial 0", {"optim.lr": 0.04})]  # recipe first, then by value, duplicates once
 
 
 def test_tune_bad_inputs_exit_2(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -132,7 +159,7 @@ def test_tune_bad_inputs_exit_2(tmp_path: Path, capsys) -> None:  # type: ignore
 def worker(recipe: str, storage: str, study: str, trials: int, extra: tuple[str, ...] = ()) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "quicktrain", "tune", recipe, "--storage", storage, "--study-name",
                              study, "--trials", str(trials), "--objective", "accuracy", "--budget", "300s",
-                             "--heartbeat", "1", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             "--heartbeat", "1", "--confirm-seeds", "0", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=Path(recipe).parent)  # its runs/ go to the test's temp dir, not the repository
 
 

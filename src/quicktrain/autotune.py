@@ -1,7 +1,7 @@
 """The `auto` choices, made by measurement on this device rather than by rule of thumb.
 
 - precision x channels_last, raced jointly (they interact: on this CPU bf16 lost to fp32 in the default layout but
-  won in channels_last): each combination trains a few steps on a copy of the model; the fastest wins, and only if it
+  won in channels_last): the combinations take turns training a few steps on a copy of the model; the fastest wins, and only if it
   beats the default (fp32, default layout) by MARGIN, so noise never flips the choice. A precision whose first loss
   disagrees with fp32's is not raced. channels_last is raced for models with 2-D conv weights, which includes our
   1-D nets (they run 2-D (1, k) kernels).
@@ -30,6 +30,7 @@ from quicktrain.precision import Precision, candidates
 from quicktrain.runtime import sync
 
 MARGIN = 0.05  # a candidate must be 5% faster than the default to replace it
+ROUNDS, ROUND_STEPS = 4, 5  # the race: 4 turns of 5 timed steps per candidate, interleaved
 COMPILE_MIN_SECONDS = 300.0  # below this projected train time, compile (5-20 s) cannot pay for itself at ~5% gain
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -47,6 +48,13 @@ class Choices:
 def time_steps(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, loss_fn: LossFn,
                precision: Precision, steps: int = 10, warmup: int = 3) -> float:
     """Median seconds per training step (forward, backward, optimizer step) on this batch."""
+    times = _step_times(model, optimizer, x, y, loss_fn, precision, steps, warmup)
+    return statistics.median(times) if times else math.inf
+
+
+def _step_times(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, loss_fn: LossFn,
+                precision: Precision, steps: int, warmup: int) -> list[float]:
+    """Seconds of each of `steps` training steps after `warmup` untimed ones; [] if the loss was not finite."""
     times = []
     for i in range(warmup + steps):
         sync(x.device)
@@ -59,9 +67,7 @@ def time_steps(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y:
         sync(x.device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    if not torch.isfinite(loss.detach()).item():
-        return math.inf
-    return statistics.median(times)
+    return times if torch.isfinite(loss.detach()).item() else []
 
 
 def _has_2d_convs(model: nn.Module) -> bool:
@@ -69,13 +75,18 @@ def _has_2d_convs(model: nn.Module) -> bool:
 
 
 def _race(model: nn.Module, make_opt: OptFactory, x: Tensor, y: Tensor, loss_fn: LossFn, precision: str,
-          channels_last: bool = False) -> float:
+          channels_last: bool = False, steps: int = 10, warmup: int = 3) -> list[float]:
+    """Step times of a fresh copy of the model in this setup ([] if its loss was not finite)."""
     m = copy.deepcopy(model)
     if channels_last:
         m = m.to(memory_format=torch.channels_last)
         if x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-    return time_steps(m, make_opt(m), x, y, loss_fn, Precision(precision, x.device))
+    return _step_times(m, make_opt(m), x, y, loss_fn, Precision(precision, x.device), steps, warmup)
+
+
+def _median(times: list[float]) -> float:
+    return statistics.median(times) if times else math.inf
 
 
 def _agrees(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn, name: str, reference: float) -> bool:
@@ -94,7 +105,15 @@ def choose_layout(model: nn.Module, make_opt: OptFactory, x: Tensor, y: Tensor, 
         with torch.no_grad():
             reference = float(loss_fn(m(x), y))
         precisions = [p for p in precisions if p == "fp32" or _agrees(model, x, y, loss_fn, p, reference)]
-    timings = {(p, cl): _race(model, make_opt, x, y, loss_fn, p, cl) for p in precisions for cl in layouts}
+    # Candidates take turns (ROUNDS rounds of a few steps each, one model copy alive at a time) rather than one after
+    # the other: raced back to back, a drift in this shared machine's speed once made fp32+channels_last look
+    # slower than a later direct measurement (2.89 vs 1.97 ms, 47%) and flipped the choice.
+    samples: dict[tuple[str, bool], list[float]] = {(p, cl): [] for p in precisions for cl in layouts}
+    for _ in range(ROUNDS):
+        for (p, cl), times in samples.items():
+            got = _race(model, make_opt, x, y, loss_fn, p, cl, steps=ROUND_STEPS, warmup=2)
+            times.extend(got if got else [math.inf] * (ROUNDS * ROUND_STEPS))  # not finite: it cannot win
+    timings = {k: _median(v) for k, v in samples.items()}
     default = (precisions[0], layouts[0])
     best = min(timings, key=lambda k: timings[k])
     choice = best if timings[best] < timings[default] * (1 - MARGIN) else default
@@ -151,7 +170,7 @@ def autotune(settings: Any, model: nn.Module, make_opt: OptFactory, x: Tensor, y
     if settings.compile == "auto":
         setup = f"step {precision}{' channels_last' if channels_last else ''}"
         if setup not in entry:
-            entry[setup] = _race(model, make_opt, x, y, loss_fn, precision, channels_last)
+            entry[setup] = _median(_race(model, make_opt, x, y, loss_fn, precision, channels_last))
         compile_, notes["compile"] = choose_compile(model, make_opt, x, y, loss_fn, precision, entry[setup], total_steps)
 
     if entry != before:

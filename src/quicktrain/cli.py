@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--seeds", type=int, default=3, help="seeds per candidate for the time objective")
     tune.add_argument("--margin", type=float, default=0.01, help="time objective: mean validation must reach target + margin")
     tune.add_argument("--seed", type=int, default=0, help="sampler seed")
+    tune.add_argument("--confirm-seeds", type=int, default=10,
+                      help="rerun the best candidates on this many fresh seeds and return the best confirmed (0: off)")
     tune.add_argument("--heartbeat", type=int, default=10, help="seconds between a running trial's heartbeats")
     tune.add_argument("--compare", choices=("grid",), help="also run the space as a grid and compare compute")
     tune.add_argument("--run-dir", metavar="DIR", help="where the best recipe, tune.md, trials.json and plots go")
@@ -254,7 +256,8 @@ def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
         return 0
     result = tune(args.recipe, args.budget, storage=args.storage, study_name=args.study_name, objective=args.objective,
                   trials=args.trials, seeds=args.seeds, margin=args.margin, seed=args.seed, run_dir=args.run_dir,
-                  instance=args.instance, heartbeat=args.heartbeat, log=lambda m: print(m, flush=True))
+                  instance=args.instance, heartbeat=args.heartbeat, confirm_seeds=args.confirm_seeds,
+                  log=lambda m: print(m, flush=True))
     print(json.dumps(result.to_json()), flush=True)
     return 0
 

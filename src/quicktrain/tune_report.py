@@ -23,7 +23,8 @@ def importances(study: Any) -> dict[str, float]:
         return {}
 
 
-def write_tune_report(out: Path, study: Any, space: dict[str, Any], objective: str) -> None:
+def write_tune_report(out: Path, study: Any, space: dict[str, Any], objective: str,
+                      confirmed: list[dict[str, Any]] | None = None) -> None:
     from optuna.trial import TrialState
 
     from quicktrain.plots import plot_importance, plot_tune_history
@@ -48,6 +49,17 @@ def write_tune_report(out: Path, study: Any, space: dict[str, Any], objective: s
              f"{len(done)} complete, {sum(t.state == TrialState.PRUNED for t in trials)} pruned, "
              f"{sum(t.state == TrialState.FAIL for t in trials)} failed.", "",
              f"## Best {len(ranked)} trials", "", markdown_table(header, body), ""]
+    if confirmed:
+        pick = min if minimize else max
+        winner = pick(confirmed, key=lambda c: c["value"])["label"]
+        lines += ["## Confirmation on fresh seeds", "",
+                  "The best candidates and the recipe's own values, rerun on seeds the search never used; the best "
+                  "confirmed one is the tuned recipe (a search's best score is partly luck).", "",
+                  markdown_table(["candidate", "confirmed value", "mean validation", "chosen"],
+                                 [[c["label"], f"{c['value']:.4g}",
+                                   "diverged" if c["val_mean"] is None else f"{100 * c['val_mean']:.2f}%",
+                                   "yes" if c["label"] == winner else ""] for c in confirmed]), ""]
+        (out / "confirmation.json").write_text(json.dumps(confirmed, indent=1, default=str) + "\n")
     if imp:
         lines += ["## Parameter importance (fANOVA)", "",
                   markdown_table(["parameter", "importance"], [[k, f"{v:.3f}"] for k, v in imp.items()]), ""]
