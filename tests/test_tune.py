@@ -91,7 +91,7 @@ def test_tune_in_process_writes_a_runnable_recipe(tmp_path: Path, capsys) -> Non
     assert trials[0]["params"]["optim.lr"] == pytest.approx(0.04)  # the recipe's own values go first
     # confirmation: the recipe's own values and the best distinct trials, rerun on fresh seeds; the best confirmed wins
     confirmed = result["confirmation"]
-    assert confirmed[0]["label"] == "recipe" and 2 <= len(confirmed) <= 9
+    assert confirmed[0]["label"] == "recipe" and len(confirmed) >= 2
     assert result["best_value"] == min(c["value"] for c in confirmed)
     assert result["compute_steps"] == search_steps + sum(c["steps"] for c in confirmed)
     assert "Confirmation on fresh seeds" in (tmp_path / "t" / "tune.md").read_text()
@@ -290,3 +290,23 @@ def test_workers_starting_together_on_an_empty_postgres_database() -> None:
     finally:
         with psycopg.connect(admin.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_confirmation_goes_down_the_ranking_until_enough_candidates_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    from quicktrain import tuning
+
+    values = {"recipe": 0.5, "t1": tuning.MISS * 1.01, "t2": tuning.MISS * 1.02, "t3": 0.3, "t4": 0.2, "t5": 0.4,
+              "t6": 0.25, "t7": 0.1}
+
+    def fake(base, splits, label, params, kind, seeds, margin):  # type: ignore[no-untyped-def]
+        return {"label": label, "params": params, "value": values[label], "val_mean": 0.9, "steps": 100, "seconds": 1.0}
+
+    monkeypatch.setattr(tuning, "_confirm_one", fake)
+    candidates = [(k, {}) for k in values]
+    got = tuning.confirm(None, None, candidates, "time", 2, 0.01, log=lambda m: None)  # type: ignore[arg-type]
+    assert [c["label"] for c in got] == ["recipe", "t1", "t2", "t3", "t4", "t5", "t6"]  # 4 passes besides the recipe
+    # a spent reserve stops it, but the recipe and one candidate are always confirmed
+    got = tuning.confirm(None, None, candidates, "time", 2, 0.01, log=lambda m: None, max_steps=0)  # type: ignore[arg-type]
+    assert [c["label"] for c in got] == ["recipe", "t1"]
+    got = tuning.confirm(None, None, candidates, "time", 2, 0.01, log=lambda m: None, max_steps=300)  # type: ignore[arg-type]
+    assert len(got) == 3
