@@ -310,3 +310,17 @@ def test_confirmation_goes_down_the_ranking_until_enough_candidates_pass(monkeyp
     assert [c["label"] for c in got] == ["recipe", "t1"]
     got = tuning.confirm(None, None, candidates, "time", 2, 0.01, log=lambda m: None, max_steps=300)  # type: ignore[arg-type]
     assert len(got) == 3
+
+
+def test_time_score_and_the_confirmation_allowance() -> None:
+    from types import SimpleNamespace as Run
+
+    from quicktrain.tuning import MISS, time_score
+
+    runs = [Run(val_acc=v, train_seconds=t) for v, t in [(0.95, 1.0), (0.97, 2.0), (0.96, 3.0)]]
+    assert time_score(runs, 0.94, 0.01) == 2.0  # mean 0.96 >= 0.95: the median time
+    assert time_score(runs, 0.95, 0.01) == 2.0  # exactly at the bar
+    assert time_score(runs, 0.96, 0.01) == pytest.approx(MISS * 1.01)  # 1 point short
+    # less two standard errors (0.01 / sqrt(3) each): 0.96 - 0.0115 < 0.95, so it does not confirm
+    assert time_score(runs, 0.94, 0.01, z=2.0) > MISS
+    assert time_score(runs, 0.93, 0.01, z=2.0) == 2.0
