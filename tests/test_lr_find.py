@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from support import SMALL_MNIST1D
-from torch import nn
 
 from quicktrain.config import Config, apply_overrides
 from quicktrain.data import load_data

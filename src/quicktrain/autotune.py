@@ -48,8 +48,7 @@ class Choices:
 def time_steps(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, loss_fn: LossFn,
                precision: Precision, steps: int = 10, warmup: int = 3) -> float:
     """Median seconds per training step (forward, backward, optimizer step) on this batch."""
-    times = _step_times(model, optimizer, x, y, loss_fn, precision, steps, warmup)
-    return statistics.median(times) if times else math.inf
+    return _median(_step_times(model, optimizer, x, y, loss_fn, precision, steps, warmup))
 
 
 def _step_times(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, loss_fn: LossFn,

@@ -123,14 +123,11 @@ class _Objective:
                 seconds.append(0.0)
             runs.append(train(replace(cfg, train=replace(cfg.train, seed=seed)), data=self.splits, on_eval=account,
                               progress=False))
-            value = self.score(runs, cfg.train.target)
+            value = time_score(runs, cfg.train.target, self.margin)
             trial.report(value, seed + 1)
             if seed + 1 < self.seeds and trial.should_prune():
                 raise optuna.TrialPruned()
         return value
-
-    def score(self, runs: list[Any], target: float) -> float:
-        return time_score(runs, target, self.margin)
 
 
 def time_score(runs: list[Any], target: float, margin: float, z: float = 0.0) -> float:

@@ -13,16 +13,8 @@ Chosen on the validation split only (benchmarks/sweep.py with benchmarks/grids/f
 - precision and channels_last measured per machine (`auto`).
 """
 
-from quicktrain.config import (
-                               Config,
-                               DataConfig,
-                               MethodsConfig,
-                               ModelConfig,
-                               OptimConfig,
-                               ScheduleConfig,
-                               SystemConfig,
-                               TrainConfig,
-)
+from quicktrain.config import (Config, DataConfig, MethodsConfig, ModelConfig, OptimConfig, ScheduleConfig,
+                               SystemConfig, TrainConfig)
 
 CONFIG = Config(
     name="mnist1d",

@@ -2,16 +2,8 @@
 on, 4 epochs (validation 97.3% mean; narrower or larger-batch variants fell below 97%; benchmarks/grids/mnist5k.py).
 Chosen on the validation split."""
 
-from quicktrain.config import (
-                               Config,
-                               DataConfig,
-                               MethodsConfig,
-                               ModelConfig,
-                               OptimConfig,
-                               ScheduleConfig,
-                               SystemConfig,
-                               TrainConfig,
-)
+from quicktrain.config import (Config, DataConfig, MethodsConfig, ModelConfig, OptimConfig, ScheduleConfig,
+                               SystemConfig, TrainConfig)
 
 CONFIG = Config(
     name="mnist5k",

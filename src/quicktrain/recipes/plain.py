@@ -2,16 +2,8 @@
 no weight decay, no schedule, no augmentation, no tricks. Like most hand-written loops it trains a fixed number of
 epochs (long enough to reach the target) rather than stopping there; its time to the target is read off the metrics."""
 
-from quicktrain.config import (
-                               Config,
-                               DataConfig,
-                               MethodsConfig,
-                               ModelConfig,
-                               OptimConfig,
-                               ScheduleConfig,
-                               SystemConfig,
-                               TrainConfig,
-)
+from quicktrain.config import (Config, DataConfig, MethodsConfig, ModelConfig, OptimConfig, ScheduleConfig,
+                               SystemConfig, TrainConfig)
 
 CONFIG = Config(
     name="plain",

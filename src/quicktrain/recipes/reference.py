@@ -8,16 +8,8 @@ The repository evaluates every 250 steps; here every 50 steps (1.25 epochs), so 
 5x more finely (evaluation is cheap for this net, and a coarser check would only make the reference look slower).
 """
 
-from quicktrain.config import (
-                               Config,
-                               DataConfig,
-                               MethodsConfig,
-                               ModelConfig,
-                               OptimConfig,
-                               ScheduleConfig,
-                               SystemConfig,
-                               TrainConfig,
-)
+from quicktrain.config import (Config, DataConfig, MethodsConfig, ModelConfig, OptimConfig, ScheduleConfig,
+                               SystemConfig, TrainConfig)
 
 CONFIG = Config(
     name="reference",
