@@ -66,7 +66,8 @@ def main() -> None:
     for name in VARIANTS:
         med = statistics.median(times[name])
         out["variants"][name] = {"median_train_seconds": med, "min": min(times[name]), "max": max(times[name]),
-                                 "checkpoints": statistics.median(counts[name]), "overhead_pct": 100 * (med / base_t - 1)}
+                                 "checkpoints": statistics.median(counts[name]),
+                                 "overhead_pct": 100 * (med / base_t - 1)}
         print(f"{name:22s} median {med:.2f} s [{min(times[name]):.2f}, {max(times[name]):.2f}], "
               f"{statistics.median(counts[name]):.0f} checkpoints, overhead {100 * (med / base_t - 1):+.1f}%")
     print(f"median checkpoint write: {1e3 * out['median_write_seconds']:.1f} ms")

@@ -19,7 +19,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from quicktrain import Config, DataConfig, MethodsConfig, ModelConfig, OptimConfig, ScheduleConfig, SystemConfig, TrainConfig, train
+from quicktrain import (Config, DataConfig, MethodsConfig, ModelConfig, OptimConfig, ScheduleConfig, SystemConfig,
+                        TrainConfig, train)
 from quicktrain.data import load_data
 from quicktrain.models import MODELS
 
@@ -52,7 +53,8 @@ def quicktrain_loop(splits, steps: int, batch: int, seed: int) -> float:  # type
         model=ModelConfig(name="tiny1d"),
         optim=OptimConfig(name="adamw", lr=1e-3, weight_decay=0.0, no_decay_1d=False),
         schedule=ScheduleConfig(kind="constant"),
-        train=TrainConfig(epochs=steps * batch / len(splits.train), batch_size=batch, target=0.0, eval_every=1e9, seed=seed),
+        train=TrainConfig(epochs=steps * batch / len(splits.train), batch_size=batch, target=0.0, eval_every=1e9,
+                          seed=seed),
         methods=MethodsConfig(tta=False),
         system=SystemConfig(precision="fp32", compile="off", channels_last="off"),
     )
@@ -79,7 +81,8 @@ def main() -> None:
         "bare_us_per_step": {"median": 1e6 * med_b, "min": 1e6 * min(bare), "max": 1e6 * max(bare)},
         "quicktrain_us_per_step": {"median": 1e6 * med_q, "min": 1e6 * min(ours), "max": 1e6 * max(ours)},
         "overhead_pct": 100 * (med_q / med_b - 1),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
     }
     print(f"bare loop:        {1e6 * med_b:.1f} us/step (min {1e6 * min(bare):.1f}, max {1e6 * max(bare):.1f})")
     print(f"quicktrain loop:  {1e6 * med_q:.1f} us/step (min {1e6 * min(ours):.1f}, max {1e6 * max(ours):.1f})")

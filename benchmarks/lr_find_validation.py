@@ -66,7 +66,8 @@ def main() -> None:
             train(replace(base, optim=replace(base.optim, lr=suggested), train=replace(base.train, seed=s)),
                   data=splits, progress=False).val_acc for s in range(args.seeds))
         report[name] = {
-            "best_lr": best, "best_lrs": bests, "best_val": sweep[best], "sweep": {f"{k:.4g}": v for k, v in sweep.items()},
+            "best_lr": best, "best_lrs": bests, "best_val": sweep[best],
+            "sweep": {f"{k:.4g}": v for k, v in sweep.items()},
             "tied_best_region": [tied[0], tied[-1]], "se": {f"{k:.4g}": v for k, v in se.items()},
             "rules": {rule: {"lr": lr, "ratio_to_best": lr / best, "within_2x": 0.5 <= lr / best <= 2.0,
                              "ratio_to_nearest_best": nearest_ratio(lr, bests),
@@ -81,8 +82,10 @@ def main() -> None:
         }
         print(f"{name}: at the suggestion {suggested:.4g}: val {100 * at_suggestion:.2f}% "
               f"({100 * (sweep[best] - at_suggestion):+.2f} points below the sweep's best)", flush=True)
-        print(f"{name}: best {' = '.join(f'{b:.4g}' for b in bests)} ({100 * sweep[best]:.2f}%), tied region {tied[0]:.4g}-{tied[-1]:.4g}; " + ", ".join(
-            f"{r} {v['lr']:.4g} ({v['ratio_to_best']:.2f}x)" for r, v in report[name]["rules"].items()), flush=True)
+        print(f"{name}: best {' = '.join(f'{b:.4g}' for b in bests)} ({100 * sweep[best]:.2f}%), "
+              f"tied region {tied[0]:.4g}-{tied[-1]:.4g}; " + ", ".join(
+                  f"{r} {v['lr']:.4g} ({v['ratio_to_best']:.2f}x)" for r, v in report[name]["rules"].items()),
+              flush=True)
     print(json.dumps(report, indent=1))
 
 

@@ -115,7 +115,8 @@ def main() -> None:
             lost = [x for run in runs for x in run["lost"]]
             secs = [x for run in runs for x in run["exit_seconds"]]
             report[mode] = {"signals": sum(r["signals"] for r in runs), "runs": len(runs), "runs_identical": identical,
-                            "runs_same_data_order": order_ok, "steps_lost_max": max(lost), "steps_lost_median": statistics.median(lost),
+                            "runs_same_data_order": order_ok, "steps_lost_max": max(lost),
+                            "steps_lost_median": statistics.median(lost),
                             "steps_lost_mean": statistics.fmean(lost), "exit_seconds_max": max(secs),
                             "exit_seconds_median": statistics.median(secs),
                             "interrupted_writes_found": sum(r["interrupted_writes_found"] for r in runs)}

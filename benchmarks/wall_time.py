@@ -49,7 +49,8 @@ def main() -> None:
               f"({runs[0]['peak_flops'] / 1e9:.0f} GFLOP/s {runs[0]['precision']}); "
               f"{runs[0]['flops'] / 1e9:.2f} GFLOP of training steps a run")
     summary["utilisation"] = {"median": statistics.median(util), "min": min(util), "max": max(util)} if util else None
-    summary["flops"], summary["peak_flops"], summary["precision"] = runs[0]["flops"], runs[0]["peak_flops"], runs[0]["precision"]
+    summary["flops"], summary["peak_flops"], summary["precision"] = (runs[0]["flops"], runs[0]["peak_flops"],
+                                                                     runs[0]["precision"])
     print(json.dumps({"benchmark": "wall_time", "recipe": args.recipe, "n": args.runs, **summary}))
 
 

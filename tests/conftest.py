@@ -37,7 +37,7 @@ def tiny_cfg() -> Config:
         model=ModelConfig(name="tiny1d"),
         optim=OptimConfig(lr=1e-2),
         schedule=ScheduleConfig(),
-        train=TrainConfig(epochs=0.5, batch_size=32, target=0.0, eval_every=0.25),
+        train=TrainConfig(epochs=0.5, batch_size=32, target=0.0, eval_every=0.25, eval_from=0.0),
         methods=MethodsConfig(tta=False),
         system=SystemConfig(precision="fp32", compile="off", channels_last="off"),
     )

@@ -5,9 +5,9 @@
 Trains a small MNIST-1D run with every stateful technique on (EMA, augmentation, label smoothing, one-cycle) and
 checkpoints every K steps. It appends to TRACE, unbuffered, one line per step as the batch is taken:
 `<step> <comma-separated sample indices>` (indices recovered from the batch contents), and around each checkpoint
-write `W+ <step>` / `W- <step>`; each message the run logs as `L <message>`. `--slow-writes` sleeps inside each write (after the tensors file, before the manifest)
-to stand for a slow disk, so a test can kill the process in the middle of one. Exit status: 0 done, 75 stopped by a
-signal after checkpointing (quicktrain's convention).
+write `W+ <step>` / `W- <step>`; each message the run logs as `L <message>`. `--slow-writes` sleeps inside each write
+(after the tensors file, before the manifest) to stand for a slow disk, so a test can kill the process in the middle of
+one. Exit status: 0 done, 75 stopped by a signal after checkpointing (quicktrain's convention).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from quicktrain.data.batches import DeviceBatches
 from quicktrain.errors import Preempted
 
 OVERRIDES = {
-    "data.mnist1d.num_samples": 1000, "model.name": "tiny1d", "model.channels": (), "train.batch_size": 32, "train.epochs": 8.0,
-    "train.target": 0.0, "train.eval_every": 1.0, "train.eval_from": 0.0, "methods.ema": 0.9,
+    "data.mnist1d.num_samples": 1000, "model.name": "tiny1d", "model.channels": (), "train.batch_size": 32,
+    "train.epochs": 8.0, "train.target": 0.0, "train.eval_every": 1.0, "train.eval_from": 0.0, "methods.ema": 0.9,
     "methods.label_smoothing": 0.1, "methods.tta": True, "system.precision": "fp32", "system.channels_last": "off",
     "checkpoint.every_seconds": 0.0, "checkpoint.keep": 2,
 }

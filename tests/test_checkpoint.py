@@ -98,7 +98,8 @@ class _FailingFile:
 
 
 @pytest.mark.parametrize("failure", ["enospc", "read-only"])
-def test_write_failure_leaves_the_previous_checkpoint_and_no_temp_files(tmp_path: Path, monkeypatch, failure: str) -> None:  # type: ignore[no-untyped-def]
+def test_write_failure_leaves_the_previous_checkpoint_and_no_temp_files(tmp_path: Path, monkeypatch,  # type: ignore[no-untyped-def]
+                                                                        failure: str) -> None:
     newest, _ = _two_checkpoints(tmp_path)
     if failure == "enospc":
         real_fdopen = os.fdopen
@@ -116,7 +117,8 @@ def test_write_failure_leaves_the_previous_checkpoint_and_no_temp_files(tmp_path
 
         monkeypatch.setattr(os, "open", read_only)
         monkeypatch.setattr(os, "mkdir", no_mkdir)
-    with pytest.raises(CheckpointWriteError, match=r"could not write checkpoint .*step-000000030.*previous checkpoint is intact"):
+    with pytest.raises(CheckpointWriteError,
+                       match=r"could not write checkpoint .*step-000000030.*previous checkpoint is intact"):
         write_checkpoint(tmp_path, 30, {"w": torch.ones(3)}, {"step": 30})
     monkeypatch.undo()
     assert [s for s, _ in list_checkpoints(tmp_path)] == [20, 10]
@@ -124,7 +126,8 @@ def test_write_failure_leaves_the_previous_checkpoint_and_no_temp_files(tmp_path
     assert not list(tmp_path.rglob("*.tmp"))
 
 
-def test_a_failing_checkpoint_stops_the_run_without_reporting_success(tiny_cfg: Config, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_failing_checkpoint_stops_the_run_without_reporting_success(tiny_cfg: Config, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                      monkeypatch) -> None:
     cfg = apply_overrides(tiny_cfg, {"checkpoint.every_steps": 2, "checkpoint.every_seconds": 0.0, "train.epochs": 1.0})
     calls = [0]
     real = ckpt._write_file
@@ -175,7 +178,8 @@ def test_a_malicious_pickle_is_never_unpickled(tmp_path: Path, tiny_cfg: Config)
     # 1) in place of the tensors file, with a manifest forged to match it, so the checksums pass
     (newest / ckpt.TENSORS).write_bytes(payload)
     meta = (newest / ckpt.META).read_bytes()
-    files = {ckpt.TENSORS: ckpt._write_file(newest, ckpt.TENSORS, payload), ckpt.META: ckpt._write_file(newest, ckpt.META, meta)}
+    files = {ckpt.TENSORS: ckpt._write_file(newest, ckpt.TENSORS, payload),
+             ckpt.META: ckpt._write_file(newest, ckpt.META, meta)}
     ckpt._write_file(newest, ckpt.MANIFEST, ckpt._manifest_bytes({"format": ckpt.FORMAT, "step": 20, "files": files}))
     with pytest.raises(CorruptCheckpoint, match="passed its checksums but does not parse"):
         read_checkpoint(newest)

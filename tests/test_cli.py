@@ -14,7 +14,7 @@ CONFIG = Config(
     name="{name}",
     data=DataConfig(name="mnist1d", mnist1d=Mnist1dArgs(num_samples=1000)),
     model=ModelConfig(name="tiny1d"),
-    train=TrainConfig(epochs={epochs}, batch_size=32, target=0.3, eval_every=0.5),
+    train=TrainConfig(epochs={epochs}, batch_size=32, target=0.3, eval_every=0.5, eval_from=0.0),
     methods=MethodsConfig(tta=False),
     system=SystemConfig(precision="fp32", compile="off"),
 )
@@ -80,7 +80,8 @@ def bad_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
     truncated.write_bytes(Path(_npz(tmp_path, "whole.npz", x=good_x, y=np.arange(50) % 3)).read_bytes()[:300])
     return [
         (["run", "nosuch"], "unknown recipe 'nosuch'"),
-        (["run", "--data.name=imagenet"], "config key data.name: unknown dataset 'imagenet'"),
+        (["run", "--data.name=imagenet"],
+         "config key data.name: expected one of mnist1d, digits, mnist5k, cifar10, npz, custom, got 'imagenet'"),
         (["run", "--optim.lrr=1"], "unknown config key 'optim.lrr'"),
         (["run", "--optim.lr=abc"], "config key optim.lr: expected float, got 'abc'"),
         (["run", "--train.batch_size=1.5"], "config key train.batch_size: expected int"),
@@ -90,8 +91,10 @@ def bad_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
         (["run", "--seed", "x"], "invalid int value"),
         (["run", "--data.name=cifar10", f"--data.path={tmp_path / 'nodir'}"], str(tmp_path / "nodir")),
         (["run", "--data.name=npz", f"--data.path={truncated}"], str(truncated)),
-        (["run", "--data.name=npz", f"--data.path={_npz(tmp_path, 'shape.npz', x=np.zeros((4, 2, 2, 2, 2)), y=np.zeros(4, int))}"], "shape.npz"),
-        (["run", "--data.name=npz", "--data.num_classes=3", f"--data.path={_npz(tmp_path, 'labels.npz', x=good_x, y=np.full(50, 7))}"], "label 7 out of range"),
+        (["run", "--data.name=npz",
+          f"--data.path={_npz(tmp_path, 'shape.npz', x=np.zeros((4, 2, 2, 2, 2)), y=np.zeros(4, int))}"], "shape.npz"),
+        (["run", "--data.name=npz", "--data.num_classes=3",
+          f"--data.path={_npz(tmp_path, 'labels.npz', x=good_x, y=np.full(50, 7))}"], "label 7 out of range"),
         (["run", "--instance", "p99.huge"], "unknown instance 'p99.huge'"),
         (["bench", "--seeds", "0"], "--seeds must be >= 1"),
     ]

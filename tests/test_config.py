@@ -51,7 +51,8 @@ def test_overrides_from_python_dict() -> None:
         ("optim.betas=0.9", "config key optim.betas: expected 2 comma-separated floats"),
         ("optim=1", "is a section"),
         ("optim.lr", "not of the form"),
-        ("data.name=imagenet", "config key data.name: unknown dataset 'imagenet'"),
+        ("data.name=imagenet",
+         "config key data.name: expected one of mnist1d, digits, mnist5k, cifar10, npz, custom, got 'imagenet'"),
     ],
 )
 def test_bad_overrides_name_the_key_in_one_line(override: str, fragment: str) -> None:
@@ -73,3 +74,23 @@ def test_dict_round_trip_and_diff() -> None:
     assert diff(Config(), cfg) == {"optim.lr": (Config().optim.lr, 0.1), "model.channels": ((), (8, 8))}
     with pytest.raises(ConfigError, match="unknown config key"):
         from_dict({"optim": {"lr": 1.0, "bogus": 2}})
+
+
+def test_config_defaults_are_the_fast_default_recipe() -> None:
+    from quicktrain.recipes import load_recipe
+
+    assert Config() == load_recipe("mnist1d")
+
+
+def test_every_enum_field_is_a_literal_checked_by_type() -> None:
+    import typing
+
+    from quicktrain.config import iter_keys
+
+    enums = {k: typing.get_args(tp) for k, _, tp in iter_keys(Config()) if typing.get_origin(tp) is typing.Literal}
+    assert {"optim.name", "schedule.kind", "system.precision", "data.augment", "data.name"} <= set(enums)
+    for key, allowed in enums.items():
+        for value in allowed:
+            apply_overrides(Config(), {key: value})  # every allowed value is accepted
+        with pytest.raises(ConfigError, match=f"config key {key}: expected one of {', '.join(allowed)}, got 'nope'"):
+            apply_overrides(Config(), [f"{key}=nope"])

@@ -123,7 +123,7 @@ def test_any_module_on_a_tensor_pair(tiny_cfg: Config) -> None:
     y = (x[:, 0] > 0).long()
     model = nn.Sequential(nn.Flatten(), nn.Linear(6, 2))
     cfg = replace(tiny_cfg, data=DataConfig(name="custom", augment="none"),
-                  train=TrainConfig(epochs=20, batch_size=32, target=0.9, eval_every=1.0))
+                  train=TrainConfig(epochs=20, batch_size=32, target=0.9, eval_every=1.0, eval_from=0.0))
     result = train(cfg, model=model, data=(x, y), progress=False)
     assert result.reached_target
 
@@ -173,3 +173,33 @@ def test_on_eval_sees_every_record_including_the_last_and_can_stop(tiny_cfg: Con
     stopped = train(replace(tiny_cfg, train=replace(tiny_cfg.train, epochs=1.0, eval_every=0.25)), progress=False,
                     on_eval=lambda record: record["step"] >= 12)
     assert len(stopped.metrics) == 2 and stopped.epochs < 1.0
+
+
+def test_auto_race_is_outside_the_train_clock_in_runs_and_in_the_lr_finder(tiny_cfg: Config, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    import quicktrain.run as run_module
+    from quicktrain.lr_find import find_lr
+
+    real = run_module.autotune
+
+    def slow_autotune(*args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(2.5)  # far longer than the few steps below, even on a loaded machine
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "autotune", slow_autotune)
+    cfg = apply_overrides(steps(tiny_cfg, 2), {"system.precision": "auto"})
+    result = train(cfg, progress=False)
+    assert result.wall_seconds >= 2.5 and result.train_seconds < 2.5
+    assert find_lr(cfg, steps=5).seconds < 2.5
+    import quicktrain.lr_find as lr_find_module
+
+    real_sweep = lr_find_module._sweep
+
+    def slow_sweep(*args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(2.6)  # inside the sweep's own clock
+        return real_sweep(*args, **kwargs)
+
+    monkeypatch.setattr(lr_find_module, "_sweep", slow_sweep)
+    found = train(apply_overrides(cfg, {"optim.lr_find": True}), progress=False)  # the sweep is inside the clock
+    assert found.train_seconds >= 2.6 and found.peak_lr != cfg.optim.lr

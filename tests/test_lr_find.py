@@ -87,7 +87,8 @@ def test_cli_lr_find_and_apply(tmp_path: Path, capsys) -> None:  # type: ignore[
     assert last["suggested_lr"] > 0 and last["seconds"] > 0 and "valley" in last["suggestions"]
     assert (tmp_path / "f" / "lr_find.png").exists()
     assert len(json.loads((tmp_path / "f" / "lr_find.json").read_text())["lrs"]) == last["steps"]
-    code, out, err = cli(capsys, "lr-find", recipe(tmp_path), "--apply", "--run-dir", str(tmp_path / "g"), "--no-progress")
+    code, out, err = cli(capsys, "lr-find", recipe(tmp_path), "--apply", "--run-dir", str(tmp_path / "g"),
+                         "--no-progress")
     assert code == 0, err
     last = json.loads(out.strip().splitlines()[-1])
     assert last["peak_lr"] == pytest.approx(last["suggested_lr"]) and "test_acc" in last and last["seconds"] > 0

@@ -61,7 +61,8 @@ def test_size_agnostic_models_accept_smaller_inputs(name: str, full: tuple[int, 
 def test_custom_widths() -> None:
     model = build_model(ModelConfig(name="fastnet1d", channels=(16, 16, 24, 32)), (1, 40), 10)
     assert model(torch.randn(2, 1, 40)).shape == (2, 10)
-    assert build_model(ModelConfig(name="fastnet1d", channels=(8,)), (1, 40), 10)(torch.randn(2, 1, 40)).shape == (2, 10)
+    assert (build_model(ModelConfig(name="fastnet1d", channels=(8,)), (1, 40), 10)(torch.randn(2, 1, 40)).shape
+            == (2, 10))
     resnet = build_model(ModelConfig(name="resnet2d", channels=(8, 16)), (1, 8, 8), 10)
     assert resnet(torch.randn(2, 1, 8, 8)).shape == (2, 10)
     mlp = build_model(ModelConfig(name="mlp", channels=(32,)), (1, 40), 10)

@@ -99,7 +99,8 @@ def test_different_config_is_refused_unless_forced(tiny_cfg: Config, tmp_path: P
     train(apply_overrides(cfg, {"checkpoint.every_steps": 3}), run_dir=tmp_path / "s", progress=False)
 
 
-def test_different_dataset_or_torch_is_refused(tiny_cfg: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_different_dataset_or_torch_is_refused(tiny_cfg: Config, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = _cfg(tiny_cfg)
     with pytest.raises(Preempted):
         train(cfg, run_dir=tmp_path / "r", progress=False, on_eval=_stop_after(1))

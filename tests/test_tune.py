@@ -159,7 +159,8 @@ def test_tune_bad_inputs_exit_2(tmp_path: Path, capsys) -> None:  # type: ignore
 def worker(recipe: str, storage: str, study: str, trials: int, extra: tuple[str, ...] = ()) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "quicktrain", "tune", recipe, "--storage", storage, "--study-name",
                              study, "--trials", str(trials), "--objective", "accuracy", "--budget", "300s",
-                             "--heartbeat", "1", "--confirm-seeds", "0", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             "--heartbeat", "1", "--confirm-seeds", "0", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=Path(recipe).parent)  # its runs/ go to the test's temp dir, not the repository
 
 

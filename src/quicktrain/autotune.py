@@ -1,10 +1,10 @@
 """The `auto` choices, made by measurement on this device rather than by rule of thumb.
 
 - precision x channels_last, raced jointly (they interact: on this CPU bf16 lost to fp32 in the default layout but
-  won in channels_last): the combinations take turns training a few steps on a copy of the model; the fastest wins, and only if it
-  beats the default (fp32, default layout) by MARGIN, so noise never flips the choice. A precision whose first loss
-  disagrees with fp32's is not raced. channels_last is raced for models with 2-D conv weights, which includes our
-  1-D nets (they run 2-D (1, k) kernels).
+  won in channels_last): the combinations take turns training a few steps on a copy of the model; the fastest wins,
+  and only if it beats the default (fp32, default layout) by MARGIN, so noise never flips the choice. A precision
+  whose first loss disagrees with fp32's is not raced. channels_last is raced for models with 2-D conv weights,
+  which includes our 1-D nets (they run 2-D (1, k) kernels).
 - compile: torch.compile cost 5-20 s here and saved about 5% per step on MNIST-1D-sized nets, so it is only tried
   when the projected train time is at least COMPILE_MIN_SECONDS; then a compiled copy is timed and kept only if the
   saving over the remaining steps exceeds the compile time.
@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from quicktrain.cache import cache_dir, read_json, write_json
 from quicktrain.precision import Precision, candidates
 from quicktrain.runtime import sync
+from quicktrain.step import train_step
 
 MARGIN = 0.05  # a candidate must be 5% faster than the default to replace it
 ROUNDS, ROUND_STEPS = 4, 5  # the race: 4 turns of 5 timed steps per candidate, interleaved
@@ -58,15 +59,11 @@ def _step_times(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y
     for i in range(warmup + steps):
         sync(x.device)
         t0 = time.perf_counter()
-        with precision.autocast():
-            loss = loss_fn(model(x), y)
-        precision.backward(loss)
-        precision.step(optimizer)
-        optimizer.zero_grad(set_to_none=True)
+        loss = train_step(model, optimizer, precision, loss_fn, x, y)
         sync(x.device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    return times if torch.isfinite(loss.detach()).item() else []
+    return times if torch.isfinite(loss).item() else []
 
 
 def _has_2d_convs(model: nn.Module) -> bool:
@@ -141,8 +138,9 @@ def choose_compile(model: nn.Module, make_opt: OptFactory, x: Tensor, y: Tensor,
 
 def cache_key(model: nn.Module, x: Tensor, optimizer_name: str, device_label: str) -> str:
     params = sum(p.numel() for p in model.parameters())
-    return "|".join([device_label, f"torch{torch.__version__}", f"threads{torch.get_num_threads()}",
-                     type(model).__name__, f"{params}p", "x".join(map(str, x.shape)), optimizer_name])
+    name = type(getattr(model, "wrapped", model)).__name__  # an adapted model is cached under its own class
+    return "|".join([device_label, f"torch{torch.__version__}", f"threads{torch.get_num_threads()}", name,
+                     f"{params}p", "x".join(map(str, x.shape)), optimizer_name])
 
 
 def autotune(settings: Any, model: nn.Module, make_opt: OptFactory, x: Tensor, y: Tensor, loss_fn: LossFn,
@@ -155,7 +153,8 @@ def autotune(settings: Any, model: nn.Module, make_opt: OptFactory, x: Tensor, y
     notes: dict[str, Any] = {}
 
     precisions = candidates(x.device) if settings.precision == "auto" else [settings.precision]
-    layouts = [False, True] if settings.channels_last == "auto" and _has_2d_convs(model) else [settings.channels_last == "on"]
+    race_layout = settings.channels_last == "auto" and _has_2d_convs(model)
+    layouts = [False, True] if race_layout else [settings.channels_last == "on"]
     precision, channels_last = precisions[0], layouts[0]
     if len(precisions) * len(layouts) > 1:
         race = f"race {'/'.join(precisions)} x channels_last {'/'.join(map(str, layouts))}"  # what was raced
@@ -170,7 +169,8 @@ def autotune(settings: Any, model: nn.Module, make_opt: OptFactory, x: Tensor, y
         setup = f"step {precision}{' channels_last' if channels_last else ''}"
         if setup not in entry:
             entry[setup] = _median(_race(model, make_opt, x, y, loss_fn, precision, channels_last))
-        compile_, notes["compile"] = choose_compile(model, make_opt, x, y, loss_fn, precision, entry[setup], total_steps)
+        compile_, notes["compile"] = choose_compile(model, make_opt, x, y, loss_fn, precision, entry[setup],
+                                                    total_steps)
 
     if entry != before:
         cache[key] = entry

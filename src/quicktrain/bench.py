@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,62 +17,7 @@ from quicktrain import prices
 from quicktrain.config import Config, apply_overrides
 from quicktrain.data import load_data
 from quicktrain.loop import Result, train
-
-
-@dataclass(frozen=True)
-class Toggle:
-    """One technique for the ablation: how to tell it is on, and the overrides that turn it off and on. `on` may be a
-    function of the recipe; `label_on` names the added row when that needs more than "+ name"."""
-
-    name: str
-    is_on: Callable[[Config], bool]
-    off: dict[str, Any]
-    on: dict[str, Any] | Callable[[Config], dict[str, Any]]
-    label_on: Callable[[Config], str] | None = None
-
-    def variant(self, base: Config) -> tuple[str, dict[str, Any]]:
-        if self.is_on(base):
-            return f"− {self.name}", self.off
-        label = self.label_on(base) if self.label_on is not None else f"+ {self.name}"
-        return label, self.on(base) if callable(self.on) else self.on
-
-
-WD = 5e-4  # the decay the weight-decay rows add to a recipe that has none
-
-
-def _decay_everything(c: Config) -> dict[str, Any]:
-    """On a recipe without decay, the informative row is decay on *every* parameter, to compare with the
-    decoupled-decay row (which spares norm/bias/1-d parameters)."""
-    if c.optim.weight_decay > 0:
-        return {"optim.no_decay_1d": True}
-    return {"optim.weight_decay": WD, "optim.no_decay_1d": False}
-
-
-TOGGLES = (
-    Toggle("warmup + one-cycle schedule", lambda c: c.schedule.kind != "constant",
-           {"schedule.kind": "constant"}, {"schedule.kind": "onecycle"}),
-    Toggle("decoupled weight decay (AdamW)", lambda c: c.optim.name in ("adamw", "sgd") and c.optim.weight_decay > 0,
-           {"optim.name": "adam"}, lambda c: {"optim.name": "adamw", "optim.weight_decay": c.optim.weight_decay or WD},
-           label_on=lambda c: f"+ decoupled weight decay (AdamW, {c.optim.weight_decay or WD:g})"),
-    Toggle("no decay on norm/bias/1-d", lambda c: c.optim.no_decay_1d and c.optim.weight_decay > 0,
-           {"optim.no_decay_1d": False}, _decay_everything,
-           label_on=lambda c: "+ no decay on norm/bias/1-d" if c.optim.weight_decay > 0
-           else f"+ weight decay ({WD:g}) on norm/bias/1-d too"),
-    Toggle("mixed precision (bf16/fp16)", lambda c: c.system.precision != "fp32", {"system.precision": "fp32"},
-           {"system.precision": "bf16"}),
-    Toggle("label smoothing", lambda c: c.methods.label_smoothing > 0, {"methods.label_smoothing": 0.0},
-           {"methods.label_smoothing": 0.1}),
-    Toggle("EMA of weights", lambda c: c.methods.ema > 0, {"methods.ema": 0.0}, {"methods.ema": 0.9}),
-    Toggle("progressive resizing", lambda c: c.methods.resize_from < 1, {"methods.resize_from": 1.0},
-           {"methods.resize_from": 0.5}),
-    Toggle("batch-size ramp", lambda c: c.schedule.batch_ramp_from > 0, {"schedule.batch_ramp_from": 0},
-           lambda c: {"schedule.batch_ramp_from": max(1, c.train.batch_size // 4)}),
-    Toggle("test-time augmentation", lambda c: c.methods.tta, {"methods.tta": False}, {"methods.tta": True}),
-    Toggle("on-device augmentation", lambda c: c.data.augment != "none", {"data.augment": "none"},
-           {"data.augment": "auto"}),
-    Toggle("channels_last", lambda c: c.system.channels_last != "off", {"system.channels_last": "off"},
-           {"system.channels_last": "on"}),
-)
+from quicktrain.methods.registry import TECHNIQUES
 
 
 def summarise(label: str, results: list[Result]) -> dict[str, Any]:
@@ -83,10 +28,12 @@ def summarise(label: str, results: list[Result]) -> dict[str, Any]:
     test_times = [t for t in (_first_test_time(r) for r in results) if t is not None]
     median = statistics.median(times) if times else None
     r0 = results[0]
-    price = (r0.cost_usd_on_demand / r0.train_seconds, r0.cost_usd_spot / r0.train_seconds) if r0.train_seconds else (0.0, 0.0)
+    secs = r0.train_seconds
+    price = (r0.cost_usd_on_demand / secs, r0.cost_usd_spot / secs) if secs else (0.0, 0.0)
     return {
         "label": label, "recipe": r0.recipe, "target": target, "n": len(results), "reached": len(times),
-        "median_seconds": median, "min_seconds": min(times) if times else None, "max_seconds": max(times) if times else None,
+        "median_seconds": median, "min_seconds": min(times) if times else None,
+        "max_seconds": max(times) if times else None,
         "median_seconds_to_test_target": statistics.median(test_times) if test_times else None,
         "test_reached": len(test_times),
         "acc_mean": statistics.fmean(accs), "acc_std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
@@ -103,7 +50,8 @@ def _first_test_time(result: Result) -> float | None:
     """Train clock at the first check whose *test* accuracy reached the target (reported for baselines whose
     published figure is a test accuracy; never used to stop or tune)."""
     target = result.target
-    return next((m["train_seconds"] for m in result.metrics if m["test_acc"] is not None and m["test_acc"] >= target), None)
+    return next((m["train_seconds"] for m in result.metrics
+                 if m["test_acc"] is not None and m["test_acc"] >= target), None)
 
 
 def headline(rows: list[dict[str, Any]]) -> list[str]:
@@ -169,7 +117,7 @@ def run_bench(configs: list[Config], seeds: int = 5, ablate: bool = False, out_d
     variants: list[tuple[str, Config]] = [(cfg.name, cfg) for cfg in configs]
     if ablate:
         base = configs[0]
-        for t in TOGGLES:
+        for t in TECHNIQUES:  # one ablation row per registered technique
             label, change = t.variant(base)
             variants.append((label, replace(apply_overrides(base, change), name=f"{base.name} {label}")))
     log(f"{len(variants)} configurations x {seeds} seeds, interleaved by seed")
@@ -201,7 +149,8 @@ def bench_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         spread = (f"{format_seconds(r['median_seconds'])} [{format_seconds(r['min_seconds'])}, "
                   f"{format_seconds(r['max_seconds'])}]") if r["median_seconds"] is not None else "not reached"
-        body.append([r["label"], format_pct(r["target"], 1), f"{r['reached']}/{r['n']}", spread, format_pct(r["val_mean"]),
+        body.append([r["label"], format_pct(r["target"], 1), f"{r['reached']}/{r['n']}", spread,
+                     format_pct(r["val_mean"]),
                      f"{100 * r['acc_mean']:.2f}% ± {100 * r['acc_std']:.2f}", format_usd(r["usd_on_demand"]),
                      format_usd(r["usd_spot"])])
     return markdown_table(header, body, align="lrrrrrrr")
@@ -218,6 +167,7 @@ def _write(out_dir: Path, summary: dict[str, Any], runs: dict[str, list[Result]]
         lines += ["## Ablation", "", bench_table(summary["ablation"]), ""]
     (out_dir / "bench.md").write_text("\n".join(lines))
     main = {row["recipe"]: [r.metrics for r in runs[row["recipe"]]] for row in summary["rows"]}
-    plot_curves(main, out_dir / "bench_curves.png", target=summary["target"], title="validation accuracy vs train clock")
+    plot_curves(main, out_dir / "bench_curves.png", target=summary["target"],
+                title="validation accuracy vs train clock")
     if summary["ablation"]:
         plot_ablation(summary["ablation"], out_dir / "bench_ablation.png", title="ablation")

@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from quicktrain.atomic import atomic_write
 from quicktrain.errors import UserError
 
 FORMAT = 1
@@ -37,8 +38,6 @@ PREFIX = "step-"
 
 class CheckpointWriteError(Exception):
     """A checkpoint could not be written (disk full, read-only directory). The previous one is intact."""
-
-    exit_status = 1
 
 
 class CorruptCheckpoint(UserError):
@@ -55,17 +54,7 @@ def fsync_dir(path: Path) -> None:
 
 def _write_file(directory: Path, name: str, data: bytes) -> dict[str, Any]:
     """Write `data` to directory/name atomically; return its size and sha256 for the manifest."""
-    tmp = directory / f".{name}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, directory / name)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(directory / name, data)
     return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
@@ -78,7 +67,8 @@ def checkpoint_dir(root: Path, step: int) -> Path:
     return root / f"{PREFIX}{step:09d}"
 
 
-def write_checkpoint(root: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any], keep: int = 2) -> Path:
+def write_checkpoint(root: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                     keep: int = 2) -> Path:
     """Write a checkpoint for `step` under `root`, commit it with its manifest, then rotate to the newest `keep`.
     Raises CheckpointWriteError (nothing half-written is left behind) if the disk refuses."""
     path = checkpoint_dir(root, step)
@@ -138,7 +128,8 @@ def _read_verified(path: Path, name: str, expected: dict[str, Any]) -> bytes:
     except OSError as exc:
         raise CorruptCheckpoint(f"checkpoint file {file} is unreadable: {exc.strerror or exc}") from None
     if len(data) != expected.get("size"):
-        raise CorruptCheckpoint(f"checkpoint file {file} has {len(data)} bytes, its manifest says {expected.get('size')} (truncated?)")
+        raise CorruptCheckpoint(f"checkpoint file {file} has {len(data)} bytes, "
+                                f"its manifest says {expected.get('size')} (truncated?)")
     if hashlib.sha256(data).hexdigest() != expected.get("sha256"):
         raise CorruptCheckpoint(f"checkpoint file {file} does not match its sha256 in the manifest (damaged)")
     return data
@@ -172,9 +163,11 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         tensors = st_load(blobs[TENSORS])
         meta = json.loads(blobs[META])
     except Exception as exc:  # verified bytes that still do not parse: a forged manifest
-        raise CorruptCheckpoint(f"checkpoint {path} passed its checksums but does not parse ({type(exc).__name__})") from None
+        raise CorruptCheckpoint(f"checkpoint {path} passed its checksums but does not parse "
+                                f"({type(exc).__name__})") from None
     if meta.get("step") != body["step"]:
-        raise CorruptCheckpoint(f"checkpoint file {path / META} is for step {meta.get('step')}, its manifest says {body['step']}")
+        raise CorruptCheckpoint(f"checkpoint file {path / META} is for step {meta.get('step')}, "
+                                f"its manifest says {body['step']}")
     return tensors, meta
 
 

@@ -47,7 +47,8 @@ def _split_overrides(rest: Sequence[str]) -> list[str]:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", type=float, help="validation accuracy to reach, a fraction (e.g. 0.94)")
-    p.add_argument("--instance", help="price table row for the cost columns (default: c7a.large; see `quicktrain prices`)")
+    p.add_argument("--instance",
+                   help="price table row for the cost columns (default: c7a.large; see `quicktrain prices`)")
     p.add_argument("--prices", metavar="FILE", help="a TOML price table of your own, merged over the shipped one")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -67,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="resume even if the config, data or torch version changed")
     _common(run)
 
-    resume = sub.add_parser("resume", help="continue a stopped run from its newest valid checkpoint", allow_abbrev=False)
+    resume = sub.add_parser("resume", help="continue a stopped run from its newest valid checkpoint",
+                            allow_abbrev=False)
     resume.add_argument("run_dir", metavar="DIR", help="the run directory")
     resume.add_argument("--force", action="store_true", help="resume even if the data or torch version changed")
     resume.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -99,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="time to the target (default) or validation accuracy at the candidate's budget")
     tune.add_argument("--trials", type=int, help="stop after this many complete or pruned trials (over all workers)")
     tune.add_argument("--seeds", type=int, default=3, help="seeds per candidate for the time objective")
-    tune.add_argument("--margin", type=float, default=0.01, help="time objective: mean validation must reach target + margin")
+    tune.add_argument("--margin", type=float, default=0.01,
+                      help="time objective: mean validation must reach target + margin")
     tune.add_argument("--seed", type=int, default=0, help="sampler seed")
     tune.add_argument("--confirm-seeds", type=int, default=10,
                       help="rerun the best candidates on this many fresh seeds and return the best confirmed (0: off)")
@@ -176,7 +179,8 @@ def _run(args: argparse.Namespace, overrides: list[str], origin: float) -> int:
     if args.seed is not None:
         overrides.append(f"train.seed={args.seed}")
     cfg = _configure(args.recipe, overrides)
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name / time.strftime(f"%Y%m%d-%H%M%S-s{cfg.train.seed}")
+    run_dir = (Path(args.run_dir) if args.run_dir
+               else Path("runs") / cfg.name / time.strftime(f"%Y%m%d-%H%M%S-s{cfg.train.seed}"))
     return _train_and_report(cfg, run_dir, args.instance, args.prices, not args.no_progress, origin, args.force)
 
 
@@ -298,8 +302,11 @@ def _print_summary(result: Any) -> None:
         ["train clock / wall", f"{format_seconds(result.train_seconds)} / {format_seconds(result.wall_seconds)}"],
         ["test accuracy", format_pct(result.test_acc)],
         ["steps / samples / epochs", f"{result.steps} / {result.samples} / {result.epochs:.2f}"],
-        ["model FLOPs, utilisation", f"{result.flops:.3g}, {util} of {result.peak_flops / 1e9:.0f} GFLOP/s ({result.precision})"],
-        [f"cost on {result.instance}", f"{format_usd(result.cost_usd_on_demand)} on-demand, {format_usd(result.cost_usd_spot)} spot (prices of {result.price_date})"],
+        ["model FLOPs, utilisation",
+         f"{result.flops:.3g}, {util} of {result.peak_flops / 1e9:.0f} GFLOP/s ({result.precision})"],
+        [f"cost on {result.instance}",
+         (f"{format_usd(result.cost_usd_on_demand)} on-demand, {format_usd(result.cost_usd_spot)} spot "
+          f"(prices of {result.price_date})")],
         ["run directory", str(result.run_dir)],
     ]
     print(markdown_table(["", result.recipe], rows))

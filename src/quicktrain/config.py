@@ -1,8 +1,8 @@
 """Frozen config dataclasses. Their defaults *are* the fast recipe; recipes are Python files that define `CONFIG`.
 
-CLI overrides (`--optim.lr=3e-3`) are derived from these fields: `apply_overrides` converts each value by the field's type,
-and `check_config` rejects an unknown key, a wrong type or an out-of-range value with a one-line `ConfigError` naming
-the key. Derived values (steps per epoch, total steps) are computed in the loop, never stored here.
+CLI overrides (`--optim.lr=3e-3`) are derived from these fields: `apply_overrides` converts each value by the field's
+type, and `check_config` rejects an unknown key, a wrong type or an out-of-range value with a one-line `ConfigError`
+naming the key. Derived values (steps per epoch, total steps) are computed in the loop, never stored here.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import dataclasses
 import json
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Literal
 
 from quicktrain.errors import ConfigError
 
@@ -42,28 +42,27 @@ class Mnist1dArgs:
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "mnist1d"  # built-in (mnist1d, digits, mnist5k) or file format (cifar10, npz) read from `path`
+    # built-in (mnist1d, digits, mnist5k), a file format read from `path` (cifar10, npz), or data from Python (custom)
+    name: Literal["mnist1d", "digits", "mnist5k", "cifar10", "npz", "custom"] = "mnist1d"
     path: str = ""  # cifar10: directory of binary batches; npz: file with `x` and `y`
     mnist1d: Mnist1dArgs = field(default_factory=Mnist1dArgs)
     val_fraction: float = 0.1  # of the training part, for data without a validation split of its own
     test_fraction: float = 0.2  # of all examples, for data without a test split of its own
     split_seed: int = 0  # splits depend on this, never on the run's seed
-    augment: str = "auto"  # auto (suits the data) | none | shift (1-D) | crop | crop_flip (2-D)
+    augment: Literal["auto", "none", "shift", "crop", "crop_flip"] = "auto"  # auto: what suits the data
     shift: int = 4  # 1-D: max |shift| in samples; 2-D: crop padding in pixels
     num_classes: int = 0  # 0 = infer (max label + 1); labels outside [0, num_classes) are an error
     resident_max_mb: float = 2048.0  # datasets up to this size stay as tensors on the device
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
-        yield "name", self.name in DATASETS, f"unknown dataset {self.name!r} (choose from {', '.join(DATASETS)})"
         yield "val_fraction", 0 < self.val_fraction < 1, "must be in (0, 1)"
         yield "test_fraction", 0 < self.test_fraction < 1, "must be in (0, 1)"
-        yield "augment", self.augment in ("auto", "none", "shift", "crop", "crop_flip"), "must be one of auto, none, shift, crop, crop_flip"
         yield "shift", self.shift >= 0, "must be >= 0"
         yield "num_classes", self.num_classes >= 0, "must be >= 0 (0 = infer from the labels)"
         yield "resident_max_mb", self.resident_max_mb >= 0, "must be >= 0"
 
 
-DATASETS = ("mnist1d", "digits", "mnist5k", "cifar10", "npz", "custom")
+DATASETS = typing.get_args(typing.get_type_hints(DataConfig)["name"])
 
 
 @dataclass(frozen=True)
@@ -79,9 +78,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: str = "adamw"  # adamw | sgd (Nesterov, decoupled decay) | adam (L2 added to the gradient, torch's coupled form)
+    name: Literal["adamw", "sgd", "adam"] = "adamw"  # sgd: Nesterov, decoupled decay; adam: torch's coupled L2
     lr: float = 4e-2  # peak LR at train.batch_size examples per step
-    weight_decay: float = 5e-4  # decoupled for adamw/sgd (Loshchilov & Hutter 2019), L2 for adam
+    weight_decay: float = 0.0  # decoupled for adamw/sgd (Loshchilov & Hutter 2019), L2 for adam
     no_decay_1d: bool = True  # no decay on norm weights, biases and other 1-d parameters
     betas: tuple[float, float] = (0.9, 0.999)
     momentum: float = 0.9  # sgd only
@@ -90,7 +89,6 @@ class OptimConfig:
     lr_find: bool = False  # run the LR range test first and use its suggestion as the peak LR (quicktrain.lr_find)
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
-        yield "name", self.name in ("adamw", "sgd", "adam"), "must be one of adamw, sgd, adam"
         yield "lr", self.lr > 0, "must be > 0"
         yield "weight_decay", self.weight_decay >= 0, "must be >= 0"
         yield "betas", all(0 <= b < 1 for b in self.betas), "must be in [0, 1)"
@@ -101,22 +99,20 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    kind: str = "onecycle"  # onecycle (warmup then linear decay; Smith 2018) | cosine | linear (no warmup) | constant
+    kind: Literal["onecycle", "cosine", "linear", "constant"] = "onecycle"  # onecycle: warmup + linear decay (Smith)
     warmup: float = 0.5  # fraction of training spent rising from start_frac to the peak LR
     start_frac: float = 0.04  # LR at the start as a fraction of peak (OneCycleLR's 1/div_factor)
     end_frac: float = 0.0  # LR at the end as a fraction of peak
     batch_ramp_from: int = 0  # batch size at the start of a ramp up to train.batch_size; 0 = no ramp
     batch_ramp_until: float = 0.5  # progress at which the ramp reaches train.batch_size
-    lr_batch_rule: str = "sqrt"  # LR follows the ramp: sqrt (Hoffer et al. 2017; Malladi et al. 2022) | linear | none
+    lr_batch_rule: Literal["sqrt", "linear", "none"] = "sqrt"  # LR follows the ramp (sqrt: Hoffer 2017, Malladi 2022)
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
-        yield "kind", self.kind in ("onecycle", "cosine", "linear", "constant"), "must be one of onecycle, cosine, linear, constant"
         yield "warmup", 0 <= self.warmup < 1, "must be in [0, 1)"
         yield "start_frac", 0 <= self.start_frac <= 1, "must be in [0, 1]"
         yield "end_frac", 0 <= self.end_frac <= 1, "must be in [0, 1]"
         yield "batch_ramp_from", self.batch_ramp_from >= 0, "must be >= 0"
         yield "batch_ramp_until", 0 < self.batch_ramp_until <= 1, "must be in (0, 1]"
-        yield "lr_batch_rule", self.lr_batch_rule in ("sqrt", "linear", "none"), "must be one of sqrt, linear, none"
 
 
 @dataclass(frozen=True)
@@ -127,7 +123,7 @@ class TrainConfig:
     stop_on_target: bool = True  # stop at the first validation check that reaches the target
     max_seconds: float = 0.0  # train-clock budget in seconds; 0 = none
     eval_every: float = 1.0  # epochs between validation checks (there is always one at the end)
-    eval_from: float = 0.0  # progress in [0, 1] before which there are no checks (mid-schedule accuracy is low)
+    eval_from: float = 1.0  # progress in [0, 1] before which there are no checks (mid-one-cycle accuracy is low)
     sequential: bool = False  # take batches in data order, unshuffled (the mnist1d reference does)
     seed: int = 0
 
@@ -162,16 +158,14 @@ class MethodsConfig:
 @dataclass(frozen=True)
 class SystemConfig:
     device: str = "auto"  # auto (cuda if present) | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (measured: fastest correct candidate) | fp32 | bf16 | fp16
-    compile: str = "auto"  # auto (only where measured faster over the run) | on | off
-    channels_last: str = "auto"  # auto (measured, 2-D inputs) | on | off
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: measured, the fastest correct candidate
+    compile: Literal["auto", "on", "off"] = "auto"  # auto: only where measured faster over the run
+    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: measured, for models with 2-D convolutions
     threads: int = 0  # intra-op CPU threads; 0 = torch's default (one per physical core)
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
-        yield "device", self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "must be auto, cpu, cuda or cuda:N"
-        yield "precision", self.precision in ("auto", "fp32", "bf16", "fp16"), "must be one of auto, fp32, bf16, fp16"
-        yield "compile", self.compile in ("auto", "on", "off"), "must be one of auto, on, off"
-        yield "channels_last", self.channels_last in ("auto", "on", "off"), "must be one of auto, on, off"
+        ok = self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
+        yield "device", ok, "must be auto, cpu, cuda or cuda:N"
         yield "threads", self.threads >= 0, "must be >= 0"
 
 
@@ -216,6 +210,8 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def _type_ok(value: Any, tp: Any) -> bool:
     origin = typing.get_origin(tp)
+    if origin is Literal:  # every enum field is a Literal, checked here and nowhere else
+        return isinstance(value, str) and value in typing.get_args(tp)
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, tuple):
@@ -233,6 +229,8 @@ def _type_ok(value: Any, tp: Any) -> bool:
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(typing.get_args(tp))
     if typing.get_origin(tp) is tuple:
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
@@ -310,7 +308,8 @@ def set_key(cfg: Any, key: str, value: Any, _path: str = "") -> Any:
             raise ConfigError(f"unknown config key {full!r}: {_path}{head} has no sub-keys")
         return replace(cfg, **{head: set_key(current, rest, value, f"{_path}{head}.")})
     if is_dataclass(current):
-        raise ConfigError(f"config key {full!r} is a section; set one of its keys, e.g. {full}.{fields(current)[0].name}")
+        raise ConfigError(f"config key {full!r} is a section; set one of its keys, "
+                          f"e.g. {full}.{fields(current)[0].name}")
     return replace(cfg, **{head: value})
 
 

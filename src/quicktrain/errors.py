@@ -1,8 +1,8 @@
 """The two kinds of failure a user can see, and the exit status each maps to.
 
-`UserError` is bad input (config key, type, range, data file, recipe, checkpoint): the CLI prints its one-line message and
-exits 2, never a traceback. `TrainingDiverged` is a run that went non-finite: exit 1, and no result is written as if the
-run had succeeded.
+`UserError` is bad input (config key, type, range, data file, recipe, checkpoint): the CLI prints its one-line message
+and exits 2, never a traceback. `TrainingDiverged` is a run that went non-finite: exit 1, and no result is written as if
+the run had succeeded.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 class UserError(Exception):
     """Bad input. The message is one line and names the key or file at fault."""
-
-    exit_status = 2
 
 
 class ConfigError(UserError):
@@ -25,10 +23,6 @@ class DataError(UserError):
 class Preempted(Exception):
     """A stop signal (SIGTERM, SIGINT, SIGUSR1) arrived; a checkpoint was written. Resume to continue: exit 75."""
 
-    exit_status = 75
-
 
 class TrainingDiverged(Exception):
     """The loss became NaN or infinite."""
-
-    exit_status = 1

@@ -25,24 +25,22 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import nn
 
-from quicktrain import measure
-from quicktrain.autotune import autotune, cache_key
 from quicktrain.config import Config, check_config
-from quicktrain.data import load_data
 from quicktrain.data.batches import DeviceBatches
 from quicktrain.methods.augment import Augment
-from quicktrain.methods.label_smoothing import loss_fn as make_loss
-from quicktrain.models import build_model
 from quicktrain.optim import make_optimizer
 from quicktrain.precision import Precision
-from quicktrain.runtime import derive_seed, pick_device, seed_everything
+from quicktrain.runtime import derive_seed
 from quicktrain.schedules import lr_batch_scale
 from quicktrain.state import rng_state, set_rng_state
+from quicktrain.step import train_step
+
+if TYPE_CHECKING:
+    from quicktrain.run import Run
 
 # The rule reported as `suggested_lr`. Against full sweeps of the real recipes (8 peak LRs x 6 seeds each;
 # benchmarks/lr_find_validation.py, docs/BENCHMARKS.md "LR range test"), minimum/10 landed within 2x of a best peak LR
@@ -112,41 +110,44 @@ def suggest(lrs: list[float], smoothed: list[float]) -> dict[str, float]:
 
 def find_lr(cfg: Config | ModuleType | str, model: nn.Module | None = None, data: Any = None, *,
             start_lr: float = 1e-6, end_lr: float = 10.0, steps: int = 100) -> LRFindResult:
-    """Run the range test for a recipe (and optionally your model and data); nothing of yours is changed."""
+    """Run the range test for a recipe (and optionally your model and data); nothing of yours is changed.
+    Its `seconds` count the sweep alone (setting up the run and the `auto` race are not in it, as in a run)."""
     from quicktrain.recipes import load_recipe
+    from quicktrain.run import build_run
 
     cfg = load_recipe(cfg) if not isinstance(cfg, Config) else check_config(cfg)
     if not 0 < start_lr < end_lr:
         raise ValueError(f"need 0 < start_lr < end_lr (got {start_lr}, {end_lr})")
+    saved_rng = rng_state()
+    try:
+        run = build_run(cfg, copy.deepcopy(model) if model is not None else None, data)
+    finally:
+        set_rng_state(saved_rng)
+    return sweep(run, start_lr, end_lr, steps)
+
+
+def sweep(run: Run, start_lr: float = 1e-6, end_lr: float = 10.0, steps: int = 100) -> LRFindResult:
+    """The range test on a built run: a copy of its model, its data already on the device, its precision and
+    layout, its augmentation and loss; its own optimizer and data order. The run and every RNG are left as they were."""
     t0 = time.perf_counter()
     saved_rng = rng_state()
     try:
-        return _sweep(cfg, model, data, start_lr, end_lr, steps, t0)
+        return _sweep(run, start_lr, end_lr, steps, t0)
     finally:
         set_rng_state(saved_rng)
 
 
-def _sweep(cfg: Config, model: nn.Module | None, data: Any, start_lr: float, end_lr: float, steps: int,
-           t0: float) -> LRFindResult:
-    device = pick_device(cfg.system.device)
-    seed_everything(cfg.train.seed)
-    splits = load_data(cfg.data, data)
-    net = copy.deepcopy(model) if model is not None else build_model(cfg.model, splits.input_shape, splits.num_classes)
-    net = net.to(device).train()
-    n = len(splits.train)
+def _sweep(run: Run, start_lr: float, end_lr: float, steps: int, t0: float) -> LRFindResult:
+    cfg, device = run.cfg, run.device
+    net = copy.deepcopy(run.model).train()
+    n = run.n_train
     steps = max(3, min(steps, n))  # at most one epoch of examples in total
     batch = max(1, min(cfg.train.batch_size, n // steps))
-    batches = DeviceBatches(splits.train.x.to(device), splits.train.y.to(device), seed=derive_seed(cfg.train.seed, "lr-find"))
-    augment = Augment(splits.augment, cfg.data.shift, device, derive_seed(cfg.train.seed, "augment")) \
-        if splits.augment != "none" and cfg.data.shift > 0 else None
-    loss_fn = make_loss(cfg.methods.label_smoothing)
+    batches = DeviceBatches(run.batches.x, run.batches.y, seed=derive_seed(cfg.train.seed, "lr-find"))
+    augment = Augment(run.splits.augment, cfg.data.shift, device, derive_seed(cfg.train.seed, "augment")) \
+        if run.splits.augment != "none" and cfg.data.shift > 0 else None
     optimizer = make_optimizer(net, replace(cfg.optim, lr=start_lr), device)
-    x0, y0 = batches.x[:batch], batches.y[:batch]
-    choices = autotune(cfg.system, net, lambda m: make_optimizer(m, cfg.optim, device), x0, y0, loss_fn, steps,
-                       cache_key(net, x0, cfg.optim.name, measure.device_name(device)))
-    prec = Precision(choices.precision, device)
-    if choices.channels_last:
-        net = net.to(memory_format=torch.channels_last)
+    prec = Precision(run.precision.name, device)
     factor = (end_lr / start_lr) ** (1 / (steps - 1))
     lrs, losses, best, stopped = [], [], math.inf, "reached end_lr"
     for i in range(steps):
@@ -156,11 +157,7 @@ def _sweep(cfg: Config, model: nn.Module | None, data: Any, start_lr: float, end
         x, y = batches.next(batch)
         if augment is not None:
             x, y = augment.on_batch(x, y, 0.0)
-        with prec.autocast():
-            loss = loss_fn(net(x), y)
-        prec.backward(loss)
-        prec.step(optimizer, cfg.optim.grad_clip, net)
-        optimizer.zero_grad(set_to_none=True)
+        loss = train_step(net, optimizer, prec, run.task.loss, run.layout(x), y, cfg.optim.grad_clip)
         lrs.append(lr)
         losses.append(loss.item())
         current = smooth(losses)[-1]

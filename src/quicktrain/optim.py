@@ -17,10 +17,14 @@ import torch
 from torch import nn
 
 from quicktrain.config import OptimConfig
+from quicktrain.errors import UserError
 
 
 def param_groups(model: nn.Module, weight_decay: float, no_decay_1d: bool = True) -> list[dict[str, Any]]:
-    """Split trainable parameters into a decayed group (>= 2-d) and an undecayed one (norm gains, biases, 1-d)."""
+    """Split trainable parameters into a decayed group (>= 2-d) and an undecayed one (norm gains, biases, 1-d).
+
+    Frozen parameters (requires_grad False) are in no group, so neither updated nor decayed; a shared (tied) tensor is
+    in one group once, as `model.parameters()` yields it once (torch refuses a tensor in two groups)."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
@@ -51,18 +55,17 @@ class DecoupledSGD(torch.optim.SGD):
 
 
 def _fused_ok(model: nn.Module, device: torch.device) -> bool:
-    """Fused Adam(W) kernels exist for floating-point parameters on CPU and CUDA."""
-    return device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in model.parameters())
+    """Fused Adam(W) kernels exist for floating-point parameters on CPU and CUDA (frozen ones are not optimized)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in trainable)
 
 
 def make_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay, cfg.no_decay_1d)
+    if not groups:  # torch's own "empty parameter list" would be a traceback
+        raise UserError("model has no trainable parameters (every requires_grad is False): unfreeze at least one")
     if cfg.name == "sgd":
         return DecoupledSGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
     return cls(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=_fused_ok(model, device))
 
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr

@@ -216,7 +216,8 @@ def plot_tune_history(points: list[tuple[int, float]], path: Path, minimize: boo
     if points:
         xs, ys = zip(*sorted(points))
         shown = [y for y in ys if y < 1e3] if minimize else list(ys)  # misses score 1e4+: keep them off the scale
-        ax.scatter([x for x, y in zip(xs, ys) if (y < 1e3 or not minimize)], shown or [0], s=12, alpha=0.6, label="trial")
+        ax.scatter([x for x, y in zip(xs, ys) if (y < 1e3 or not minimize)], shown or [0], s=12, alpha=0.6,
+                   label="trial")
         best, run = [], None
         for y in ys:
             run = y if run is None else (min(run, y) if minimize else max(run, y))

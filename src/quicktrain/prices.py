@@ -2,8 +2,8 @@
 
 The shipped table is `quicktrain/prices.toml`; every row carries the pricing page it came from and the month the figure
 was valid, and the report prints that date beside every dollar figure. Prices change: a table of your own, given with
-`--prices FILE` (or the environment variable QUICKTRAIN_PRICES), is merged over the shipped one; its rows replace shipped
-rows of the same name and add new ones. Each row in it is a TOML table named by the instance, with every field:
+`--prices FILE` (or the environment variable QUICKTRAIN_PRICES), is merged over the shipped one; its rows replace
+shipped rows of the same name and add new ones. Each row in it is a TOML table named by the instance, with every field:
 
     ["my-box"]                         # the instance name, as given to --instance (quote names with dots)
     on_demand_usd_per_hour = 1.20      # US dollars per hour, >= 0

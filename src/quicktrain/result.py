@@ -36,7 +36,8 @@ class Result:
     torch_version: str
     weights_sha256: str = ""  # hash of the final parameters and buffers in a canonical order (state.weights_sha256)
     restarts: int = 0  # times this run was resumed from a checkpoint
-    seconds_lost_to_restarts: float = 0.0  # wall time from each last checkpoint to its resumption (work redone, downtime)
+    # wall time from each last checkpoint to its resumption (work redone, downtime)
+    seconds_lost_to_restarts: float = 0.0
     peak_lr: float = 0.0  # the peak LR used (the LR finder's, when optim.lr_find is on)
     run_dir: str | None = None
     metrics: list[dict[str, Any]] = field(default_factory=list, repr=False)

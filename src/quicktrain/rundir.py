@@ -26,6 +26,7 @@ import torch
 
 from quicktrain.checkpoint import read_latest, write_checkpoint
 from quicktrain.config import Config, diff, from_dict, to_dict
+from quicktrain.atomic import atomic_write
 from quicktrain.errors import UserError
 from quicktrain.state import flatten, rng_state, set_rng_state, unflatten
 
@@ -74,9 +75,7 @@ class RunDir:
         """config.json, and metrics.jsonl holding exactly the metrics so far (a resumed run drops any lines the
         interrupted process wrote after its last checkpoint)."""
         (self.path / "config.json").write_text(json.dumps(to_dict(self.cfg), indent=2, sort_keys=True) + "\n")
-        tmp = self.path / ".metrics.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(m) + "\n" for m in metrics))
-        os.replace(tmp, self.path / "metrics.jsonl")
+        atomic_write(self.path / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
         self._metrics = open(self.path / "metrics.jsonl", "a")  # noqa: SIM115 (closed in close)
 
     def metric(self, record: dict[str, Any]) -> None:
@@ -87,9 +86,7 @@ class RunDir:
         from quicktrain.report import write_run_report
 
         write_run_report(self.path, result, to_dict(self.cfg), metrics)
-        tmp = self.path / ".result.json.tmp"
-        tmp.write_text(json.dumps(result | {"autotune": notes}, indent=2) + "\n")
-        os.replace(tmp, self.path / "result.json")  # last: its presence means complete
+        atomic_write(self.path / "result.json", json.dumps(result | {"autotune": notes}, indent=2) + "\n")  # last
 
     def close(self) -> None:
         if self._metrics is not None:
@@ -108,9 +105,11 @@ class RunDir:
     def check_compatible(self, meta: dict[str, Any], fingerprint: str, force: bool) -> None:
         """Refuse to continue a run under different conditions, unless forced (then warn)."""
         problems = []
-        changed = {k: v for k, v in diff(from_dict(meta["config"]), self.cfg).items() if not k.startswith("checkpoint.")}
+        changed = {k: v for k, v in diff(from_dict(meta["config"]), self.cfg).items()
+                   if not k.startswith("checkpoint.")}
         if changed:
-            problems.append("config differs: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items())))
+            problems.append("config differs: " + ", ".join(f"{k} {a!r} -> {b!r}"
+                                                           for k, (a, b) in sorted(changed.items())))
         if meta["fingerprint"] != fingerprint:
             problems.append("the dataset differs (fingerprint)")
         if meta["torch"] != torch.__version__:

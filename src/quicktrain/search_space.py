@@ -1,5 +1,5 @@
-"""Search spaces for `quicktrain tune`: declared in the recipe (`SEARCH_SPACE = {...}` next to `CONFIG`), or derived from
-the recipe with sane defaults around its own values.
+"""Search spaces for `quicktrain tune`: declared in the recipe (`SEARCH_SPACE = {...}` next to `CONFIG`), or derived
+from the recipe with sane defaults around its own values.
 
 A space maps config keys to specs:
     ("log", low, high)      log-uniform float (learning rates, weight decay)
@@ -24,16 +24,18 @@ KINDS = ("log", "float", "int", "choice")
 
 
 def default_space(cfg: Config) -> dict[str, Spec]:
-    """Peak LR, weight decay, batch size, warmup, label smoothing and duration, around the recipe's own values."""
+    """Peak LR, batch size, warmup and duration around the recipe's own values, plus the range each registered
+    technique declares (weight decay, label smoothing: quicktrain.methods.registry)."""
+    from quicktrain.methods.registry import TECHNIQUES
+
     lr, bs, epochs = cfg.optim.lr, cfg.train.batch_size, cfg.train.epochs
-    return {
+    space: dict[str, Spec] = {
         "optim.lr": ("log", lr / 8, lr * 8),
-        "optim.weight_decay": ("log", 1e-5, 1e-2),
         "train.batch_size": ("choice", sorted({max(8, bs // 2), bs, bs * 3 // 2, bs * 2})),
         "schedule.warmup": ("float", 0.1, 0.6),
-        "methods.label_smoothing": ("float", 0.0, 0.2),
         "train.epochs": ("float", epochs / 2, epochs * 2),
     }
+    return space | {t.key: t.search for t in TECHNIQUES if t.search is not None}
 
 
 def recipe_space(recipe: Any, cfg: Config) -> dict[str, Spec]:
@@ -67,7 +69,8 @@ def check_space(space: Any, cfg: Config) -> dict[str, Spec]:
         if key not in keys:
             raise ConfigError(f"search space key {key!r}: not a config key")
         if not isinstance(spec, (tuple, list)) or not spec or spec[0] not in KINDS:
-            raise ConfigError(f"search space key {key!r}: spec must start with one of {', '.join(KINDS)} (got {spec!r})")
+            raise ConfigError(f"search space key {key!r}: spec must start with one of {', '.join(KINDS)} "
+                              f"(got {spec!r})")
         kind = spec[0]
         if kind == "choice":
             if len(spec) != 2 or not isinstance(spec[1], (list, tuple)) or not spec[1]:

@@ -33,7 +33,8 @@ def write_tune_report(out: Path, study: Any, space: dict[str, Any], objective: s
     out.mkdir(parents=True, exist_ok=True)
     trials = study.get_trials(deepcopy=False)
     rows = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-             "compute_steps": t.user_attrs.get("compute_steps", 0), "compute_seconds": t.user_attrs.get("compute_seconds", 0.0),
+             "compute_steps": t.user_attrs.get("compute_steps", 0),
+             "compute_seconds": t.user_attrs.get("compute_seconds", 0.0),
              "retry_of": t.system_attrs.get("failed_trial")} for t in trials]
     (out / "trials.json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
     imp = importances(study)
@@ -44,8 +45,10 @@ def write_tune_report(out: Path, study: Any, space: dict[str, Any], objective: s
     header = ["trial", "value", *[k.split(".")[-1] for k in keys], "steps"]
     body = [[str(t.number), f"{t.value:.4g}", *[_fmt(t.params.get(k)) for k in keys],
              str(t.user_attrs.get("compute_steps", 0))] for t in ranked]
+    goal = ("train-clock seconds to the target (lower is better)" if minimize
+            else "validation accuracy (higher is better)")
     lines = [f"# quicktrain tune: {study.study_name}", "",
-             f"Objective: {'train-clock seconds to the target (lower is better)' if minimize else 'validation accuracy (higher is better)'}. "
+             f"Objective: {goal}. "
              f"{len(done)} complete, {sum(t.state == TrialState.PRUNED for t in trials)} pruned, "
              f"{sum(t.state == TrialState.FAIL for t in trials)} failed.", "",
              f"## Best {len(ranked)} trials", "", markdown_table(header, body), ""]

@@ -75,7 +75,8 @@ class _Objective:
     """Runs one candidate; records its compute on the trial (pruned or not) so budgets count everything."""
 
     def __init__(self, base: Config, space: dict[str, Any], splits: Any, kind: str, seeds: int, margin: float) -> None:
-        self.base, self.space, self.splits, self.kind, self.seeds, self.margin = base, space, splits, kind, seeds, margin
+        self.base, self.space, self.splits = base, space, splits
+        self.kind, self.seeds, self.margin = kind, seeds, margin
 
     def __call__(self, trial: Any) -> float:
         cfg = apply_overrides(self.base, sample(trial, self.space))
@@ -98,7 +99,8 @@ class _Objective:
     def _accuracy(self, trial: Any, cfg: Config, account: Callable[[dict[str, Any]], None]) -> float:
         import optuna
 
-        cfg = apply_overrides(cfg, {"train.target": 0.0, "train.eval_every": cfg.train.epochs / 4, "train.eval_from": 0.0})
+        cfg = apply_overrides(cfg, {"train.target": 0.0, "train.eval_every": cfg.train.epochs / 4,
+                                    "train.eval_from": 0.0})
         checks = [0]
 
         def on_eval(record: dict[str, Any]) -> None:
@@ -189,7 +191,8 @@ def _stopper(kind: str, amount: float) -> Callable[[Any, Any], None]:
     """A callback that stops the study once a steps budget (over all workers' trials) is spent."""
 
     def callback(study: Any, trial: Any) -> None:
-        if kind == "steps" and sum(t.user_attrs.get("compute_steps", 0) for t in study.get_trials(deepcopy=False)) >= amount:
+        if kind == "steps" and sum(t.user_attrs.get("compute_steps", 0)
+                                   for t in study.get_trials(deepcopy=False)) >= amount:
             study.stop()
 
     return callback
@@ -246,7 +249,8 @@ def tune(recipe: Any, budget: str, *, space: dict[str, Any] | None = None, stora
 
         callbacks.append(MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED)))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    log(f"study {name!r}: objective {objective}, budget {budget}, {len(space)} parameters, storage {storage or 'memory'}")
+    log(f"study {name!r}: objective {objective}, budget {budget}, {len(space)} parameters, "
+        f"storage {storage or 'memory'}")
     study.optimize(_Objective(base, space, splits, objective, seeds, margin), timeout=timeout, callbacks=callbacks,
                    catch=(), gc_after_trial=False)
     confirmed = None
@@ -297,7 +301,8 @@ def _finish(study: Any, base: Config, space: dict[str, Any], objective: str, run
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     best = study.best_trial if done else None
-    out = Path(run_dir) if run_dir is not None else Path("runs") / "tune" / time.strftime(f"{study.study_name}-%Y%m%d-%H%M%S")
+    out = (Path(run_dir) if run_dir is not None
+           else Path("runs") / "tune" / time.strftime(f"{study.study_name}-%Y%m%d-%H%M%S"))
     chosen: dict[str, Any] | None = None  # label, params, value
     if confirmed:
         pick = min if objective == "time" else max
@@ -318,7 +323,8 @@ def _finish(study: Any, base: Config, space: dict[str, Any], objective: str, run
         trials_complete=count(TrialState.COMPLETE), trials_pruned=count(TrialState.PRUNED),
         trials_failed=count(TrialState.FAIL),
         compute_steps=sum(t.user_attrs.get("compute_steps", 0) for t in trials) + sum(c["steps"] for c in extra),
-        compute_seconds=sum(t.user_attrs.get("compute_seconds", 0.0) for t in trials) + sum(c["seconds"] for c in extra),
+        compute_seconds=(sum(t.user_attrs.get("compute_seconds", 0.0) for t in trials)
+                         + sum(c["seconds"] for c in extra)),
         best_recipe_path=str(recipe_path) if recipe_path else None, study_name=study.study_name, objective=objective,
         search_best_value=best.value if best else None, confirmation=confirmed)
     log(f"{result.trials_complete} complete, {result.trials_pruned} pruned, {result.trials_failed} failed; "
@@ -332,7 +338,8 @@ def write_recipe(path: Path, cfg: Config, chosen: dict[str, Any], objective: str
     params = json.dumps(chosen["params"], indent=1, sort_keys=True, default=str)
     path.write_text(
         f'"""Tuned by `quicktrain tune` (study {study!r}, objective {objective}, budget {budget}), '
-        f'{time.strftime("%Y-%m-%d")}.\n\nBest ({chosen["label"]}): value {chosen["value"]}; its parameters:\n{params}\n"""\n\n'
+        f'{time.strftime("%Y-%m-%d")}.\n\nBest ({chosen["label"]}): value {chosen["value"]}; '
+        f'its parameters:\n{params}\n"""\n\n'
         "import json\n\nfrom quicktrain.config import from_dict\n\n"
         f"CONFIG = from_dict(json.loads({dumps(cfg)!r}))\n")
     return path
@@ -377,7 +384,8 @@ def compare_grid(recipe: Any, *, space: dict[str, Any] | None = None, levels: in
     for s in range(study_seeds):
         objective = _Objective(base, space, splits, "accuracy", 1, 0.0)
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=s),
-                                    pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=4, reduction_factor=3))
+                                    pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=4,
+                                                                          reduction_factor=3))
         spent, hit = 0, None
         while spent < grid_steps and hit is None:
             study.optimize(objective, n_trials=1)

@@ -54,7 +54,8 @@ def test_cifar10_records_are_channel_major(tmp_path: Path) -> None:
     (tmp_path / "b.bin").write_bytes(record.tobytes() * 2)
     x, y = read_cifar_batch(tmp_path / "b.bin")
     assert x.shape == (2, 3, 32, 32) and y.tolist() == [7, 7]
-    assert [int(x[0, c].min()) for c in range(3)] == [10, 20, 30] and [int(x[0, c].max()) for c in range(3)] == [10, 20, 30]
+    assert ([int(x[0, c].min()) for c in range(3)] == [10, 20, 30]
+            and [int(x[0, c].max()) for c in range(3)] == [10, 20, 30])
 
 
 def test_cifar10_truncated_file(tmp_path: Path, one_line) -> None:  # type: ignore[no-untyped-def]

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 import zipfile
 import zlib
@@ -19,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from quicktrain.atomic import atomic_write
 from quicktrain.cache import cache_dir
 
 FORMAT_VERSION = 1  # bump when the layout of a cached dataset changes, so old files are ignored
@@ -43,19 +42,10 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
     A reader (another process, or this one after a crash) sees either the old file or the complete new one, never a
     half-written one. Failure to write (read-only home, full disk) only warns: the data is already in memory.
     """
-    tmp_name = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as f:
-            tmp_name = f.name
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
+        atomic_write(path, lambda f: np.savez(f, **arrays))
     except OSError as e:
         warnings.warn(f"could not write the dataset cache {path}: {e}", stacklevel=3)
-        if tmp_name is not None and os.path.exists(tmp_name):
-            os.unlink(tmp_name)
 
 
 def load_arrays(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray] | None:

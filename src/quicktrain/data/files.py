@@ -116,6 +116,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
             if xk == "x" or present:
                 for k in (xk, yk):
                     if k not in keys:
-                        raise DataError(f"data file {path}: missing array {k!r} (found: {', '.join(map(repr, sorted(keys))) or 'none'})")
+                        raise DataError(f"data file {path}: missing array {k!r} "
+                                        f"(found: {', '.join(map(repr, sorted(keys))) or 'none'})")
                     out[k] = _read_key(f, path, k)
     return out

@@ -21,14 +21,16 @@ import inspect
 from typing import Callable
 
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from quicktrain.config import ModelConfig
-from quicktrain.errors import ConfigError
+from quicktrain.errors import ConfigError, UserError
+from quicktrain.models.contract import LogitsAdapter, prepare_model
 from quicktrain.models.conv1d import convbase, fastnet1d, tiny1d
 from quicktrain.models.conv2d import resnet2d, tiny2d
 from quicktrain.models.mlp import mlp
 
-__all__ = ["MODELS", "build_model", "count_params"]
+__all__ = ["MODELS", "LogitsAdapter", "build_model", "count_params", "prepare_model"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "convbase": convbase,
@@ -41,7 +43,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """The model `cfg.name` for per-sample `input_shape`; a one-line ConfigError naming the key if it cannot be built."""
+    """The model `cfg.name` for per-sample `input_shape`; a one-line ConfigError naming the key if it cannot be
+    built."""
     if cfg.name not in MODELS:
         raise ConfigError(f"config key model.name: unknown model {cfg.name!r} (choose from {', '.join(MODELS)})")
     builder = MODELS[cfg.name]
@@ -52,6 +55,11 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
     return builder(tuple(input_shape), num_classes, tuple(cfg.channels), strides=tuple(cfg.strides))
 
 
-def count_params(model: nn.Module) -> int:
-    """Number of parameters (each shared tensor counted once, as `model.parameters()` yields it once)."""
-    return sum(p.numel() for p in model.parameters())
+def count_params(model: nn.Module, trainable: bool = False) -> int:
+    """Number of parameters, or with `trainable` only those with requires_grad. A shared (tied) tensor counts once,
+    as `model.parameters()` yields it once. Lazy parameters have no size yet: a one-line UserError says so."""
+    params = [p for p in model.parameters() if p.requires_grad or not trainable]
+    if any(is_lazy(p) for p in params):
+        raise UserError("model has lazy parameters that are not materialised yet: run one batch through it first "
+                        "(quicktrain.models.contract.prepare_model does)")
+    return sum(p.numel() for p in params)

@@ -10,10 +10,12 @@ _KIND = {1: "1-D signals (N, C, L)", 2: "2-D images (N, C, H, W)"}
 def require_dims(name: str, input_shape: tuple[int, ...], dims: int) -> None:
     """Raise unless `input_shape` (per sample, no batch dimension) has `dims` spatial dimensions."""
     if len(input_shape) != dims + 1:
-        raise ConfigError(f"config key model.name: model {name!r} takes {_KIND[dims]}; this data is {tuple(input_shape)}")
+        raise ConfigError(f"config key model.name: model {name!r} takes {_KIND[dims]}; "
+                          f"this data is {tuple(input_shape)}")
 
 
-def widths(name: str, channels: tuple[int, ...], default: tuple[int, ...], exactly: int | None = None) -> tuple[int, ...]:
+def widths(name: str, channels: tuple[int, ...], default: tuple[int, ...],
+           exactly: int | None = None) -> tuple[int, ...]:
     """The stage widths to build: `default` for (), else `channels` checked for count (`exactly`, or >= 1) and sign."""
     if not channels:
         return default

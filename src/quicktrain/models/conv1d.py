@@ -36,9 +36,11 @@ def convbase(input_shape: tuple[int, ...], num_classes: int, channels: tuple[int
     require_dims("convbase", input_shape, 1)
     c, length = input_shape
     if c != 1:
-        raise ConfigError(f"config key model.name: model 'convbase' takes 1-channel signals (N, 1, L); this data is {tuple(input_shape)}")
+        raise ConfigError("config key model.name: model 'convbase' takes 1-channel signals (N, 1, L); "
+                          f"this data is {tuple(input_shape)}")
     if length < 3:  # below this conv1 (kernel 5, padding 1) has no output
-        raise ConfigError(f"config key model.name: model 'convbase' needs length >= 3; this data is {tuple(input_shape)}")
+        raise ConfigError("config key model.name: model 'convbase' needs length >= 3; "
+                          f"this data is {tuple(input_shape)}")
     (width,) = widths("convbase", channels, (25,), exactly=1)
     return ConvBase(length, num_classes, width)
 
@@ -67,10 +69,10 @@ class FastNet1d(nn.Module):
     """Stages of conv -> BatchNorm -> ReLU, a global max over length, then a linear classifier.
 
     Stage i uses kernel 5 (i = 0) or 3, padding k // 2, and by default stride 2 for the first two stages and 1 after
-    (`strides` overrides it, one per stage: a stride-1 first stage sees the full signal, for more accuracy); with the default
-    widths (32, 48, 64) a length-40 signal is seen at 20, 10 and 10 positions. Downsampling is by stride, not pooling:
-    measured on this 2-core Zen 4 CPU, MaxPool1d forward+backward cost ~570 us against ~70 us for ReLU on a 128x32x40
-    batch, and a stride-2 conv computes half the outputs of a stride-1 one. The global max makes the net
+    (`strides` overrides it, one per stage: a stride-1 first stage sees the full signal, for more accuracy); with the
+    default widths (32, 48, 64) a length-40 signal is seen at 20, 10 and 10 positions. Downsampling is by stride, not
+    pooling: measured on this 2-core Zen 4 CPU, MaxPool1d forward+backward cost ~570 us against ~70 us for ReLU on a
+    128x32x40 batch, and a stride-2 conv computes half the outputs of a stride-1 one. The global max makes the net
     length-agnostic, so progressive resizing can feed it shorter signals. Input (N, C, L) is viewed as (N, C, 1, L)
     for the 2-D kernels (see `_stage`), so `channels_last` applies when autotune measures it faster.
     """

@@ -64,7 +64,8 @@ class ResNet2d(nn.Module):
 
 
 def resnet2d(input_shape: tuple[int, ...], num_classes: int, channels: tuple[int, ...] = ()) -> nn.Module:
-    """A small ResNet for digits (1x8x8), MNIST (1x28x28) or CIFAR-10 (3x32x32); one width per stage, default (32, 64, 128)."""
+    """A small ResNet for digits (1x8x8), MNIST (1x28x28) or CIFAR-10 (3x32x32); one width per stage, default
+    (32, 64, 128)."""
     require_dims("resnet2d", input_shape, 2)
     return ResNet2d(input_shape[0], num_classes, widths("resnet2d", channels, (32, 64, 128)))
 

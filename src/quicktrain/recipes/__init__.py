@@ -44,7 +44,8 @@ def load_recipe(recipe: str | Path | Config | ModuleType) -> Config:
     elif str(recipe).endswith(".py") or Path(recipe).exists():
         module, where = _from_file(Path(recipe)), str(recipe)
     else:
-        raise UserError(f"unknown recipe {str(recipe)!r} (built-ins: {', '.join(BUILTIN)}; or a path to a .py file defining CONFIG)")
+        raise UserError(f"unknown recipe {str(recipe)!r} (built-ins: {', '.join(BUILTIN)}; "
+                        "or a path to a .py file defining CONFIG)")
     cfg = getattr(module, "CONFIG", None)
     if not isinstance(cfg, Config):
         raise UserError(f"recipe {where} must define CONFIG = quicktrain.Config(...)")

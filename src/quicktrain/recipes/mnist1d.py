@@ -19,7 +19,7 @@ from quicktrain.config import (Config, DataConfig, MethodsConfig, ModelConfig, O
 CONFIG = Config(
     name="mnist1d",
     data=DataConfig(name="mnist1d", augment="auto", shift=4),
-    model=ModelConfig(name="fastnet1d", channels=(32, 48, 64)),
+    model=ModelConfig(name="fastnet1d"),  # its default widths, (32, 48, 64)
     optim=OptimConfig(name="adamw", lr=4e-2, weight_decay=0.0, no_decay_1d=True),
     schedule=ScheduleConfig(kind="onecycle", warmup=0.5),
     train=TrainConfig(epochs=3.0, batch_size=192, target=0.94, eval_from=1.0),

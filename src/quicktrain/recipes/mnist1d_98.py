@@ -1,6 +1,8 @@
 """MNIST-1D, top tier: a 20-seed mean test accuracy of at least 98%. A wider net whose first stage keeps the full
-signal (stride 1), batch 128 for 6 epochs at peak LR 2e-2, with label smoothing 0.1 (+0.1 points of validation accuracy at this length;
-weight decay made no difference on validation and stays off, benchmarks/grids/weight_decay.py). Chosen on the validation split (benchmarks/sweep.py; docs/BENCHMARKS.md, "Higher tiers")."""
+signal (stride 1), batch 128 for 6 epochs at peak LR 2e-2, with label smoothing 0.1 (+0.1 points of validation
+accuracy at this length; weight decay made no difference on validation and stays off,
+benchmarks/grids/weight_decay.py). Chosen on the validation split (benchmarks/sweep.py; docs/BENCHMARKS.md,
+"Higher tiers")."""
 
 from dataclasses import replace
 

@@ -11,7 +11,8 @@ CONFIG = Config(
     model=ModelConfig(name="fastnet1d"),
     optim=OptimConfig(name="adam", lr=1e-3, weight_decay=0.0, no_decay_1d=False),
     schedule=ScheduleConfig(kind="constant"),
-    train=TrainConfig(epochs=100, batch_size=128, target=0.94, stop_on_target=False, eval_every=1.0),
+    train=TrainConfig(epochs=100, batch_size=128, target=0.94, stop_on_target=False, eval_every=1.0,
+                       eval_from=0.0),
     methods=MethodsConfig(label_smoothing=0.0, ema=0.0, resize_from=1.0, tta=False),
     system=SystemConfig(precision="fp32", compile="off", channels_last="off"),
 )

@@ -1,0 +1,140 @@
+"""One registry of techniques. Each entry says which config field switches it, how to tell it is on, the overrides
+that turn it off and on, what it adds to a run (a step `Method`, built in registry order, which is the order the
+methods act on a batch), what it does to input shapes, and its range in the default search space.
+
+`bench --ablate` (one row per entry), the default search space (`search`), the FLOP replay (`input_size`), the loop's
+step methods (`build`) and the technique tests all iterate `TECHNIQUES`, so a new technique is one module plus one
+entry here plus its test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from quicktrain.config import Config
+from quicktrain.data.types import Splits
+from quicktrain.errors import ConfigError
+from quicktrain.methods.augment import Augment
+from quicktrain.methods.base import Method
+from quicktrain.methods.ema import EMA
+from quicktrain.methods.progressive_resize import ProgressiveResize, resize, size_at
+from quicktrain.runtime import derive_seed
+
+Builder = Callable[[Config, Splits, nn.Module, torch.device], Method | None]
+WD = 5e-4  # the decay the weight-decay rows add to a recipe that has none
+
+
+@dataclass(frozen=True)
+class Technique:
+    name: str  # the ablation row: "− name" when the recipe has it, "+ name" when it does not
+    key: str  # the config field that switches it
+    is_on: Callable[[Config], bool]
+    off: dict[str, Any]
+    on: dict[str, Any] | Callable[[Config], dict[str, Any]]
+    label_on: Callable[[Config], str] | None = None
+    build: Builder | None = None  # the step method this technique adds to a run (None: it acts through config)
+    input_size: Callable[[Config, float, int], int] | None = None  # (cfg, progress, full size) -> training size
+    search: tuple[Any, ...] | None = None  # its range in the default search space, keyed by `key`
+
+    def variant(self, base: Config) -> tuple[str, dict[str, Any]]:
+        """The ablation row for this technique on `base`: its label and the overrides that toggle it."""
+        if self.is_on(base):
+            return f"− {self.name}", self.off
+        label = self.label_on(base) if self.label_on is not None else f"+ {self.name}"
+        return label, self.on(base) if callable(self.on) else self.on
+
+
+def _decay_everything(c: Config) -> dict[str, Any]:
+    """On a recipe without decay, the informative row is decay on *every* parameter, to compare with the
+    decoupled-decay row (which spares norm/bias/1-d parameters)."""
+    if c.optim.weight_decay > 0:
+        return {"optim.no_decay_1d": True}
+    return {"optim.weight_decay": WD, "optim.no_decay_1d": False}
+
+
+def _augment(cfg: Config, splits: Splits, model: nn.Module, device: torch.device) -> Method | None:
+    if splits.augment == "none" or cfg.data.shift <= 0:
+        return None
+    return Augment(splits.augment, cfg.data.shift, device, derive_seed(cfg.train.seed, "augment"))
+
+
+def _resize(cfg: Config, splits: Splits, model: nn.Module, device: torch.device) -> Method | None:
+    mc = cfg.methods
+    if mc.resize_from >= 1.0:
+        return None
+    full = max(splits.input_shape[1:])
+    _check_resizable(model, splits, size_at(0.0, full, mc.resize_from, mc.resize_until, mc.resize_multiple), device,
+                     cfg.model.name)
+    return ProgressiveResize(full, mc.resize_from, mc.resize_until, mc.resize_multiple)
+
+
+def _resize_size(cfg: Config, progress: float, full: int) -> int:
+    mc = cfg.methods
+    return size_at(progress, full, mc.resize_from, mc.resize_until, mc.resize_multiple) if mc.resize_from < 1 else full
+
+
+def _check_resizable(model: nn.Module, splits: Splits, size: int, device: torch.device, name: str) -> None:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(resize(splits.train.x[:2].to(device), size))
+    except RuntimeError:
+        raise ConfigError(f"config key methods.resize_from: model {name!r} needs fixed-size inputs "
+                          f"(it failed at size {size}); set methods.resize_from=1") from None
+    finally:
+        model.train(was_training)
+
+
+def _ema(cfg: Config, splits: Splits, model: nn.Module, device: torch.device) -> Method | None:
+    return EMA(model, cfg.methods.ema, cfg.methods.ema_every) if cfg.methods.ema > 0 else None
+
+
+TECHNIQUES: tuple[Technique, ...] = (
+    Technique("warmup + one-cycle schedule", "schedule.kind", lambda c: c.schedule.kind != "constant",
+              {"schedule.kind": "constant"}, {"schedule.kind": "onecycle"}, search=None),
+    Technique("decoupled weight decay (AdamW)", "optim.weight_decay",
+              lambda c: c.optim.name in ("adamw", "sgd") and c.optim.weight_decay > 0, {"optim.name": "adam"},
+              lambda c: {"optim.name": "adamw", "optim.weight_decay": c.optim.weight_decay or WD},
+              label_on=lambda c: f"+ decoupled weight decay (AdamW, {c.optim.weight_decay or WD:g})",
+              search=("log", 1e-5, 1e-2)),
+    Technique("no decay on norm/bias/1-d", "optim.no_decay_1d",
+              lambda c: c.optim.no_decay_1d and c.optim.weight_decay > 0,
+              {"optim.no_decay_1d": False}, _decay_everything,
+              label_on=lambda c: "+ no decay on norm/bias/1-d" if c.optim.weight_decay > 0
+              else f"+ weight decay ({WD:g}) on norm/bias/1-d too"),
+    Technique("mixed precision (bf16/fp16)", "system.precision", lambda c: c.system.precision != "fp32",
+              {"system.precision": "fp32"}, {"system.precision": "bf16"}),
+    Technique("label smoothing", "methods.label_smoothing", lambda c: c.methods.label_smoothing > 0,
+              {"methods.label_smoothing": 0.0}, {"methods.label_smoothing": 0.1}, search=("float", 0.0, 0.2)),
+    Technique("on-device augmentation", "data.augment", lambda c: c.data.augment != "none", {"data.augment": "none"},
+              {"data.augment": "auto"}, build=_augment),
+    Technique("progressive resizing", "methods.resize_from", lambda c: c.methods.resize_from < 1,
+              {"methods.resize_from": 1.0}, {"methods.resize_from": 0.5}, build=_resize, input_size=_resize_size),
+    Technique("EMA of weights", "methods.ema", lambda c: c.methods.ema > 0, {"methods.ema": 0.0}, {"methods.ema": 0.9},
+              build=_ema),
+    Technique("batch-size ramp", "schedule.batch_ramp_from", lambda c: c.schedule.batch_ramp_from > 0,
+              {"schedule.batch_ramp_from": 0}, lambda c: {"schedule.batch_ramp_from": max(1, c.train.batch_size // 4)}),
+    Technique("test-time augmentation", "methods.tta", lambda c: c.methods.tta, {"methods.tta": False},
+              {"methods.tta": True}),
+    Technique("channels_last", "system.channels_last", lambda c: c.system.channels_last != "off",
+              {"system.channels_last": "off"}, {"system.channels_last": "on"}),
+)
+
+
+def build_methods(cfg: Config, splits: Splits, model: nn.Module, device: torch.device) -> list[Method]:
+    """The step methods this config turns on, in registry order (the order they act on a batch)."""
+    built = (t.build(cfg, splits, model, device) for t in TECHNIQUES if t.build is not None)
+    return [m for m in built if m is not None]
+
+
+def input_size(cfg: Config, progress: float, full: int) -> int:
+    """The training input size at `progress` after every technique that changes it."""
+    for t in TECHNIQUES:
+        if t.input_size is not None:
+            full = t.input_size(cfg, progress, full)
+    return full

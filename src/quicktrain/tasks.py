@@ -1,0 +1,75 @@
+"""What a task is to the loop: its training loss, its evaluation (named metrics), and which way its metric goes.
+
+The loop knows nothing of argmax or accuracy: it calls `task.loss` in the step, `task.evaluate` at each check, and
+`task.reached(value, target)` to decide the target. Classification is the task today; next-token prediction (a loss
+to reach, lower is better) is the next one and differs only here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from quicktrain.methods.label_smoothing import loss_fn as make_loss
+from quicktrain.methods.tta import tta_logits
+from quicktrain.precision import Precision
+
+
+class Interrupted(Exception):
+    """A stop signal arrived during an evaluation (raised between chunks)."""
+
+
+@dataclass(frozen=True)
+class Classification:
+    """Cross-entropy (label-smoothed in training when `smoothing` > 0); evaluation reports accuracy and the plain
+    cross-entropy, with test-time augmentation `tta` (none | shift | crop | crop_flip)."""
+
+    smoothing: float = 0.0
+    tta: str = "none"
+    metric: str = "acc"  # the metric a target refers to: records carry it as val_acc and test_acc
+    higher_is_better: bool = True
+    loss: Callable[[Tensor, Tensor], Tensor] = field(init=False, repr=False, compare=False)  # the training loss
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "loss", make_loss(self.smoothing))
+
+    def reached(self, value: float, target: float) -> bool:
+        """Whether a validation value meets the target; a target of 0 means none."""
+        if target <= 0:
+            return False
+        return value >= target if self.higher_is_better else value <= target
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, precision: Precision, chunk: int = 2048,
+                 stop: Any = None) -> dict[str, float]:
+        """{"acc", "loss"} of `model` on (x, y), in eval mode. If `stop` becomes truthy (a signal flag), raise
+        Interrupted at the next chunk rather than finish."""
+        return evaluate(model, x, y, precision, self.tta, chunk, stop)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, precision: Precision, tta: str = "none", chunk: int = 2048,
+             stop: Any = None) -> dict[str, float]:
+    """{"acc": accuracy, "loss": mean cross-entropy} of a classifier on (x, y), in eval mode, with test-time
+    augmentation `tta`; the model's train/eval mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    loss_sum = torch.zeros((), device=x.device)
+    try:
+        for i in range(0, len(x), chunk):
+            if stop:
+                raise Interrupted
+            xb, yb = x[i : i + chunk], y[i : i + chunk]
+            with precision.autocast():
+                logits = tta_logits(model, xb, tta).float()
+            correct += (logits.argmax(-1) == yb).sum()
+            loss_sum += F.cross_entropy(logits, yb, reduction="sum")
+    finally:
+        model.train(was_training)
+    n = max(1, len(x))
+    return {"acc": correct.item() / n, "loss": loss_sum.item() / n}
