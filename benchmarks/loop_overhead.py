@@ -49,6 +49,7 @@ def bare_loop(splits, steps: int, batch: int, seed: int) -> float:  # type: igno
 def quicktrain_loop(splits, steps: int, batch: int, seed: int) -> float:  # type: ignore[no-untyped-def]
     cfg = Config(
         name="overhead",
+        tuned_for="",  # fixed constants: a test (or benchmark) of the loop itself, never adapted
         data=DataConfig(augment="none"),
         model=ModelConfig(name="tiny1d"),
         optim=OptimConfig(name="adamw", lr=1e-3, weight_decay=0.0, no_decay_1d=False),

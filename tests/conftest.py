@@ -33,6 +33,7 @@ def tiny_cfg() -> Config:
     """A run of a handful of steps on a small MNIST-1D draw (800 train / 200 val / 200 test)."""
     return Config(
         name="tiny",
+        tuned_for="",  # fixed constants: a test (or benchmark) of the loop itself, never adapted
         data=SMALL_MNIST1D,
         model=ModelConfig(name="tiny1d"),
         optim=OptimConfig(lr=1e-2),

@@ -12,6 +12,7 @@ TINY = """
 from quicktrain.config import Config, DataConfig, MethodsConfig, Mnist1dArgs, ModelConfig, SystemConfig, TrainConfig
 CONFIG = Config(
     name="{name}",
+    tuned_for="",  # fixed constants: a test (or benchmark) of the loop itself, never adapted
     data=DataConfig(name="mnist1d", mnist1d=Mnist1dArgs(num_samples=1000)),
     model=ModelConfig(name="tiny1d"),
     train=TrainConfig(epochs={epochs}, batch_size=32, target=0.3, eval_every=0.5, eval_from=0.0),

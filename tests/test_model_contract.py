@@ -340,6 +340,7 @@ UNKNOWN = """
 from quicktrain.config import Config, DataConfig, Mnist1dArgs, ModelConfig, SystemConfig, TrainConfig
 CONFIG = Config(
     name="unknown",
+    tuned_for="",  # fixed constants: a test (or benchmark) of the loop itself, never adapted
     data=DataConfig(name="mnist1d", mnist1d=Mnist1dArgs(num_samples=1000)),
     model=ModelConfig(name="resnet50"),
     train=TrainConfig(epochs=0.1, batch_size=32),

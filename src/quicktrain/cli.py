@@ -301,6 +301,8 @@ def _print_summary(result: Any) -> None:
         ["time to target (train clock)", format_seconds(result.seconds_to_target)],
         ["train clock / wall", f"{format_seconds(result.train_seconds)} / {format_seconds(result.wall_seconds)}"],
         ["test accuracy", format_pct(result.test_acc)],
+        ["stopped by", result.stopped_by],
+        ["adaptive defaults", "; ".join(result.adapted) if result.adapted else "no (the recipe's constants)"],
         ["steps / samples / epochs", f"{result.steps} / {result.samples} / {result.epochs:.2f}"],
         ["model FLOPs, utilisation",
          f"{result.flops:.3g}, {util} of {result.peak_flops / 1e9:.0f} GFLOP/s ({result.precision})"],

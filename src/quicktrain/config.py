@@ -99,13 +99,21 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    kind: Literal["onecycle", "cosine", "linear", "constant"] = "onecycle"  # onecycle: warmup + linear decay (Smith)
+    # onecycle: warmup + linear decay (Smith); wsd: warmup-stable-decay for runs of unknown length (quicktrain.wsd)
+    kind: Literal["onecycle", "cosine", "linear", "constant", "wsd"] = "onecycle"
     warmup: float = 0.5  # fraction of training spent rising from start_frac to the peak LR
     start_frac: float = 0.04  # LR at the start as a fraction of peak (OneCycleLR's 1/div_factor)
     end_frac: float = 0.0  # LR at the end as a fraction of peak
     batch_ramp_from: int = 0  # batch size at the start of a ramp up to train.batch_size; 0 = no ramp
     batch_ramp_until: float = 0.5  # progress at which the ramp reaches train.batch_size
     lr_batch_rule: Literal["sqrt", "linear", "none"] = "sqrt"  # LR follows the ramp (sqrt: Hoffer 2017, Malladi 2022)
+    warmup_epochs: float = 0.5  # wsd: warmup in epochs (a run of unknown length has no fraction of itself to take)
+    plateau_patience: int = 2  # wsd: checks without an improvement of plateau_delta before the decay starts
+    plateau_delta: float = 0.005  # wsd: in the task's metric (accuracy: half a point, and at least 2 val examples)
+    plateau_after_epochs: float = 3.0  # wsd: no plateau decision in a cycle's first epochs (noisy early checks)
+    decay_frac: float = 0.2  # wsd: the decay lasts this fraction of the samples seen so far ...
+    decay_min_epochs: float = 1.0  # wsd: ... and at least this many epochs
+    rewarm: float = 1.0  # wsd: a decay that ends short of the target re-warms to this fraction of the last peak
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
         yield "warmup", 0 <= self.warmup < 1, "must be in [0, 1)"
@@ -113,6 +121,13 @@ class ScheduleConfig:
         yield "end_frac", 0 <= self.end_frac <= 1, "must be in [0, 1]"
         yield "batch_ramp_from", self.batch_ramp_from >= 0, "must be >= 0"
         yield "batch_ramp_until", 0 < self.batch_ramp_until <= 1, "must be in (0, 1]"
+        yield "warmup_epochs", self.warmup_epochs >= 0, "must be >= 0"
+        yield "plateau_patience", self.plateau_patience >= 1, "must be >= 1"
+        yield "plateau_delta", self.plateau_delta >= 0, "must be >= 0"
+        yield "plateau_after_epochs", self.plateau_after_epochs >= 0, "must be >= 0"
+        yield "decay_frac", 0 < self.decay_frac <= 1, "must be in (0, 1]"
+        yield "decay_min_epochs", self.decay_min_epochs > 0, "must be > 0"
+        yield "rewarm", 0 < self.rewarm <= 1, "must be in (0, 1]"
 
 
 @dataclass(frozen=True)
@@ -170,6 +185,24 @@ class SystemConfig:
 
 
 @dataclass(frozen=True)
+class AdaptConfig:
+    """What a run does when the recipe's tuned constants do not apply: a model or data from Python, or a model or
+    data config other than those of the recipe named by `Config.tuned_for` (quicktrain.adapt)."""
+
+    mode: Literal["auto", "on", "off"] = "auto"  # auto: adapt when the recipe was not tuned for this model and data
+    max_epochs: float = 100.0  # the budget becomes "until the target, or this cap" (plain's budget)
+    eval_every: float = 1.0  # epochs between validation checks
+    batch_size: int = 128  # examples per step (0 = the recipe's); 256 missed targets on small data (BENCHMARKS.md)
+    lr_floor: float = 1e-3  # the range test's suggestion is never used below plain Adam's LR
+
+    def rules(self) -> Iterable[tuple[str, bool, str]]:
+        yield "max_epochs", self.max_epochs > 0, "must be > 0"
+        yield "eval_every", self.eval_every > 0, "must be > 0"
+        yield "batch_size", self.batch_size >= 0, "must be >= 0 (0 = the recipe's)"
+        yield "lr_floor", self.lr_floor >= 0, "must be >= 0"
+
+
+@dataclass(frozen=True)
 class CheckpointConfig:
     """Used when the run has a run directory. The signal handlers catch SIGTERM/SIGINT/SIGUSR1 (spot notices)."""
 
@@ -187,6 +220,7 @@ class CheckpointConfig:
 @dataclass(frozen=True)
 class Config:
     name: str = "mnist1d"  # recipe name, reported with every result
+    tuned_for: str = "mnist1d"  # the recipe whose model and data these constants were tuned on; "" = fixed constants
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -195,6 +229,7 @@ class Config:
     methods: MethodsConfig = field(default_factory=MethodsConfig)
     system: SystemConfig = field(default_factory=SystemConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
         return ()

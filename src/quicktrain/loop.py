@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from quicktrain import measure, prices
+from quicktrain.adapt import adapted, describe, guard_notes, untuned
 from quicktrain.checkpointer import Checkpointer, NullCheckpointer
 from quicktrain.config import Config, check_config
 from quicktrain.errors import TrainingDiverged
@@ -34,8 +35,8 @@ from quicktrain.recipes import load_recipe
 from quicktrain.result import Result
 from quicktrain.run import Run, build_run
 from quicktrain.rundir import RunDir, RunState
-from quicktrain.runtime import sync
 from quicktrain.schedules import make_schedule
+from quicktrain.runtime import sync
 from quicktrain.signals import stop_on_signals
 from quicktrain.state import weights_sha256
 from quicktrain.tasks import Interrupted, evaluate
@@ -58,13 +59,19 @@ def train(cfg: Config | ModuleType | str | None = None, model: nn.Module | None 
     cfg = load_recipe(cfg) if cfg is not None else check_config(Config())
     say = log or (lambda _msg: None)
     rundir = RunDir(run_dir, cfg, warn=say) if run_dir is not None else None
+    reasons = untuned(cfg, model, data)  # the recipe's constants do not apply: choose by measurement instead
+    if reasons:
+        say(describe(cfg, reasons))
     try:
         with stop_on_signals(rundir is not None and cfg.checkpoint.on_signal) as stop:
             ckpt = Checkpointer(rundir, stop, force, say) if rundir is not None else NullCheckpointer(stop)
-            run = build_run(cfg, model, data, choices=ckpt.saved_choices(), say=say)
+            run = build_run(adapted(cfg) if reasons else cfg, model, data, choices=ckpt.saved_choices(), say=say)
+            run.adapted = bool(reasons)
             price = prices.lookup(instance or prices.DEFAULT_INSTANCE, prices.load_prices(prices_path))
             st = _loop(run, ckpt, on_eval, progress, origin, say)
-            result = _result(run, st, ckpt, price)
+            result = _result(run, st, ckpt, price, reasons)
+            for note in result.notes:
+                say(note)
             ckpt.finish(st, result.to_json(), run.choices.notes)
             return result
     finally:
@@ -81,11 +88,15 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
     st = ckpt.begin(run, RunState(next_eval=max(interval, int(tc.eval_from * total))), pending, origin)
     if run.cfg.optim.lr_find and ckpt.resumed is None:  # a resumed run keeps the LR it found
         found = sweep(run)
-        st.peak_lr, st.train_seconds = found.suggested_lr, found.seconds  # its cost is part of the time to train
-        say(f"lr-find: peak LR {found.suggested_lr:.3g} ({found.confidence} confidence, {found.seconds:.2f} s)")
+        floor = run.cfg.adapt.lr_floor if run.adapted else 0.0  # adaptive runs never go below plain Adam's LR
+        st.peak_lr, st.train_seconds = max(found.suggested_lr, floor), found.seconds  # its cost is time to train
+        say(f"lr-find: suggested peak LR {found.suggested_lr:.3g} ({found.confidence} confidence, "
+            f"{found.seconds:.2f} s); using {st.peak_lr:.3g}")
     # Hot path: ~0.6 ms a step on a tiny net, so the loop does nothing per step that can be done afterwards (the
     # FLOP count is replayed from the schedule). docs/BENCHMARKS.md, "Loop overhead".
-    schedule, lr = make_schedule(_with_peak_lr(run.cfg, st.peak_lr)), -1.0
+    if st.peak_lr:
+        run.schedule.peak = st.peak_lr
+    at, lr = run.schedule.at, -1.0
     bar = _progress_bar(math.ceil(total / tc.batch_size), run.cfg.name, progress)
     last_val = st.metrics[-1]["val_acc"] if st.metrics else None
     run.model.train()
@@ -94,7 +105,7 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
     while True:
         if st.samples < total:  # False only when resumed after the last step, with its check still to do
             p = st.samples / total
-            bs, new_lr = schedule(p)
+            bs, new_lr = at(p)
             if new_lr != lr:
                 lr = st.lr = new_lr
                 for group in run.optimizer.param_groups:
@@ -120,11 +131,15 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
             st.metrics.append(record)
             st.loss_sum, st.loss_n, last_val = 0.0, 0, record["val_acc"]
             ckpt.metric(record)
-            reached = run.task.reached(record["val_" + run.task.metric], tc.target)
+            value = record["val_" + run.task.metric]
+            reached = run.task.reached(value, tc.target)
             if reached and st.reached_at is None:
                 st.reached_at = len(st.metrics) - 1
+            open_ = tc.target > 0 and st.reached_at is None  # a decay that ends short of it re-warms
+            run.schedule.observe(value, st.samples, run.task.higher_is_better, open_)
             stop = bool(on_eval(record)) if on_eval is not None else False  # every record, the final one too
-            if done or stop or (reached and tc.stop_on_target):
+            if done or stop or (reached and tc.stop_on_target) or run.schedule.exhausted:
+                st.stopped_by = _why(st, run, reached, stop, clock)
                 break
             st.next_eval += interval
             run.model.train()
@@ -152,6 +167,18 @@ def _check(run: Run, st: RunState, ckpt: NullCheckpointer, t_seg: float) -> dict
             **{f"test_{k}": v for k, v in test.items()}}
 
 
+def _why(st: RunState, run: Run, reached: bool, stopped: bool, clock: float) -> str:
+    """What ended the run, for the result and the never-worse-than-plain guard."""
+    tc = run.cfg.train
+    if reached and tc.stop_on_target:
+        return "target"
+    if stopped:
+        return "on_eval"
+    if run.schedule.exhausted:
+        return "schedule"
+    return "max_seconds" if 0 < tc.max_seconds <= clock and st.samples < run.total else "budget"
+
+
 def _with_peak_lr(cfg: Config, peak_lr: float) -> Config:
     return replace(cfg, optim=replace(cfg.optim, lr=peak_lr)) if peak_lr else cfg
 
@@ -175,7 +202,7 @@ def _flush(pending: list[Tensor], st: RunState) -> None:
 # The result
 
 
-def _result(run: Run, st: RunState, ckpt: NullCheckpointer, price: Any) -> Result:
+def _result(run: Run, st: RunState, ckpt: NullCheckpointer, price: Any, adapted_for: list[str]) -> Result:
     cfg, ch = _with_peak_lr(run.cfg, st.peak_lr), run.choices
     last, at = st.metrics[-1], st.metrics[st.reached_at] if st.reached_at is not None else None
     flops = sum(n * _step_flops(run, shape) for shape, n in _shapes(cfg, run, st.step).items())
@@ -191,12 +218,14 @@ def _result(run: Run, st: RunState, ckpt: NullCheckpointer, price: Any) -> Resul
         instance=price.instance, cost_usd_on_demand=on_demand, cost_usd_spot=spot, price_date=price.date,
         price_source=price.source, torch_version=torch.__version__, weights_sha256=weights_sha256(run.model),
         restarts=len(st.restarts), seconds_lost_to_restarts=sum(r["lost_seconds"] for r in st.restarts),
-        peak_lr=cfg.optim.lr, run_dir=ckpt.path, metrics=st.metrics)
+        peak_lr=cfg.optim.lr, run_dir=ckpt.path, adapted=adapted_for, stopped_by=st.stopped_by,
+        notes=guard_notes(run.cfg, st.metrics, st.stopped_by, st.reached_at is not None, bool(adapted_for)),
+        metrics=st.metrics)
 
 
 def _shapes(cfg: Config, run: Run, steps: int) -> Counter[tuple[int, int]]:
     """How many steps ran at each (batch size, input size): the loop's schedule replayed, not tracked per step."""
-    schedule, full = make_schedule(cfg), max(run.splits.input_shape[1:])
+    schedule, full = make_schedule(cfg, run.total, run.n_train).at, max(run.splits.input_shape[1:])
     counts: Counter[tuple[int, int]] = Counter()
     samples = 0
     for _ in range(steps):

@@ -146,12 +146,27 @@ def run_report_markdown(result: dict[str, Any], config: dict[str, Any], metrics:
     parts = [
         f"# quicktrain run: {result.get('recipe', DASH)}", "",
         headline(result, metrics), "",
+        *choices_section(result),
         "## Numbers", "", numbers_table(result), "",
         "## Config", "", "```json", config_json, "```", "",
         "## Metrics", "", metrics_table(metrics), "",
         "![validation accuracy vs train clock](accuracy.png)", "",
     ]
     return "\n".join(parts)
+
+
+def choices_section(result: dict[str, Any]) -> list[str]:
+    """What the run chose instead of the recipe's constants, and why; what stopped a run short of its target."""
+    lines = []
+    if result.get("adapted"):
+        lines += ["## Adaptive defaults", "",
+                  f"The recipe's tuned constants did not apply ({'; '.join(result['adapted'])}), so the run chose by "
+                  f"measurement: peak LR {result.get('peak_lr', 0):.3g} from the LR range test, trained until the "
+                  "target or the `adapt.max_epochs` cap, warmup-stable-decay, no augmentation "
+                  "(quicktrain.adapt; `--adapt.mode=off` keeps the recipe's constants).", ""]
+    if result.get("notes"):
+        lines += ["## Target not reached", "", *[f"- {n}" for n in result["notes"]], ""]
+    return lines
 
 
 def _target_pct(target: Any) -> str:

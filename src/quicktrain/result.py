@@ -40,6 +40,9 @@ class Result:
     seconds_lost_to_restarts: float = 0.0
     peak_lr: float = 0.0  # the peak LR used (the LR finder's, when optim.lr_find is on)
     run_dir: str | None = None
+    adapted: list[str] = field(default_factory=list)  # why the recipe's constants were replaced (quicktrain.adapt)
+    stopped_by: str = ""  # target | budget | max_seconds | schedule | on_eval
+    notes: list[str] = field(default_factory=list)  # the never-worse-than-plain guard's findings, for the report
     metrics: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from quicktrain.models.contract import prepare_model
 from quicktrain.optim import make_optimizer
 from quicktrain.precision import Precision
 from quicktrain.runtime import derive_seed, pick_device, seed_everything
+from quicktrain.schedules import Schedule, make_schedule
 from quicktrain.step import train_step
 from quicktrain.tasks import Classification
 
@@ -49,6 +50,8 @@ class Run:
     val: tuple[Tensor, Tensor]
     test: tuple[Tensor, Tensor]
     total: int  # samples in the budget: progress = samples seen / total
+    schedule: Schedule  # progress -> (batch size, LR); observes each check (warmup-stable-decay)
+    adapted: bool = False  # the adaptive defaults replaced the recipe's constants (quicktrain.adapt)
     on_batch: list[Callable[..., Any]] = field(default_factory=list)
     after_step: list[Callable[..., Any]] = field(default_factory=list)
 
@@ -68,8 +71,11 @@ class Run:
 
     def stateful(self) -> dict[str, Any]:
         """Everything whose state decides the rest of the run, by checkpoint name."""
-        return {"model": self.model, "optimizer": self.optimizer, "batches": self.batches, "precision": self.precision,
-                **{f"method/{m.name}": m for m in self.methods}}
+        out = {"model": self.model, "optimizer": self.optimizer, "batches": self.batches, "precision": self.precision,
+               **{f"method/{m.name}": m for m in self.methods}}
+        if hasattr(self.schedule, "state_dict"):  # a schedule that reacts to checks has state to resume
+            out["schedule"] = self.schedule
+        return out
 
     def next_batch(self, batch_size: int, progress: float) -> tuple[Tensor, Tensor]:
         """The next training batch with every method's `on_batch` applied, in the chosen memory layout."""
@@ -116,5 +122,7 @@ def build_run(cfg: Config, model: nn.Module | None = None, data: Any = None, cho
     net = torch.compile(model) if choices.compile else model
     val = (splits.val.x.to(device), splits.val.y.to(device))
     test = (splits.test.x.to(device), splits.test.y.to(device))
+    schedule = make_schedule(cfg, total, len(splits.train), max(1, int(tc.eval_every * len(splits.train))),
+                             resolution=2 / max(1, len(splits.val)))
     return Run(cfg, device, splits, task, model, net, optimizer, batches, methods, Precision(choices.precision, device),
-               choices, val, test, total)
+               choices, val, test, total, schedule)

@@ -49,6 +49,7 @@ class RunState:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     reached_at: int | None = None  # index in metrics of the first check at the target
     restarts: list[dict[str, Any]] = field(default_factory=list)  # {"step", "lost_seconds"} per resume
+    stopped_by: str = ""  # what ended the run: target | budget | max_seconds | schedule | on_eval
 
 
 @dataclass

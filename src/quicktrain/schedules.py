@@ -13,7 +13,7 @@ One clock drives everything, so a batch-size ramp or a changed epoch count never
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any
 
 
 def lr_factor(progress: float, kind: str, warmup: float = 0.0, start_frac: float = 0.0, end_frac: float = 0.0) -> float:
@@ -64,17 +64,35 @@ def lr_batch_scale(batch_size: int, reference: int, rule: str) -> float:
     raise ValueError(f"unknown lr_batch_rule {rule!r}")
 
 
-def make_schedule(cfg: Any) -> Callable[[float], tuple[int, float]]:
-    """progress -> (batch size, LR) for a Config: the one function the loop calls each step. When neither can change
-    (constant LR, no ramp) it returns a precomputed pair, so a plain run pays nothing for the schedule machinery."""
-    sc, lr0, final = cfg.schedule, cfg.optim.lr, cfg.train.batch_size
-    if sc.kind == "constant" and sc.batch_ramp_from <= 0:
-        fixed = (final, lr0)
-        return lambda progress: fixed
+class Schedule:
+    """progress -> (batch size, LR) as `at(progress)`, the one call the loop makes each step; `observe` lets a
+    schedule react to each validation check (a no-op here). `peak` is the peak LR (the LR finder may set it)."""
 
-    def at(progress: float) -> tuple[int, float]:
-        bs = batch_size_at(progress, final, sc.batch_ramp_from, sc.batch_ramp_until)
-        factor = lr_factor(progress, sc.kind, sc.warmup, sc.start_frac, sc.end_frac)
-        return bs, lr0 * factor * lr_batch_scale(bs, final, sc.lr_batch_rule)
+    def __init__(self, cfg: Any) -> None:
+        sc, self.peak, final = cfg.schedule, cfg.optim.lr, cfg.train.batch_size
+        if sc.kind == "constant" and sc.batch_ramp_from <= 0:  # a plain run pays nothing for the machinery
+            self.at = lambda progress: (final, self.peak)
+            return
 
-    return at
+        def at(progress: float) -> tuple[int, float]:
+            bs = batch_size_at(progress, final, sc.batch_ramp_from, sc.batch_ramp_until)
+            factor = lr_factor(progress, sc.kind, sc.warmup, sc.start_frac, sc.end_frac)
+            return bs, self.peak * factor * lr_batch_scale(bs, final, sc.lr_batch_rule)
+
+        self.at = at
+
+    exhausted = False  # True once a schedule has nothing more to give (wsd: its decay ended and there is no target)
+
+    def observe(self, value: float, samples: int, higher_is_better: bool, target_open: bool = True) -> None:
+        return None
+
+
+def make_schedule(cfg: Any, total_samples: int = 0, n_train: int = 1, check_every: int = 1,
+                  resolution: float = 0.0) -> Schedule:
+    """The schedule of a Config. The budget in samples, the training split's size and the samples between checks
+    and the metric's resolution are needed by the warmup-stable-decay kind only (quicktrain.wsd)."""
+    if cfg.schedule.kind == "wsd":
+        from quicktrain.wsd import WarmupStableDecay
+
+        return WarmupStableDecay(cfg, total_samples, n_train, check_every, resolution)
+    return Schedule(cfg)

@@ -130,7 +130,8 @@ def _build(cfg: DataConfig, name: str, source: str, arrays: dict[str, Any], imag
     splits = [Split(x.contiguous(), y.contiguous()) for x, y in (train, val, test)]
     ndim = splits[0].x.dim() - 2
     augment = resolve_augment(cfg.augment, name, ndim, tuple(splits[0].x.shape[1:]))
-    return Splits(*splits, num_classes=num_classes, name=name, fingerprint=fingerprint(*splits), augment=augment)
+    return Splits(*splits, num_classes=num_classes, name=name, fingerprint=fingerprint(*splits), augment=augment,
+                  source=cfg if name != "custom" else None)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -37,6 +38,7 @@ class Splits:
     name: str  # dataset name, e.g. "mnist1d"; "custom" for data passed from Python
     fingerprint: str  # sha256 hex of all split tensors and shapes (see `fingerprint`)
     augment: str  # resolved augmentation kind: none | shift | crop | crop_flip
+    source: Any = None  # the DataConfig these splits were loaded from; None for data passed from Python
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -6,6 +6,7 @@ from quicktrain.config import (Config, DataConfig, MethodsConfig, ModelConfig, O
 
 CONFIG = Config(
     name="digits",
+    tuned_for="digits",  # its constants were chosen on this recipe's model and data
     data=DataConfig(name="digits", augment="auto", shift=1),
     model=ModelConfig(name="resnet2d", channels=(16, 32)),
     optim=OptimConfig(name="adamw", lr=1e-2, weight_decay=5e-4),

@@ -18,6 +18,7 @@ from quicktrain.config import (Config, DataConfig, MethodsConfig, ModelConfig, O
 
 CONFIG = Config(
     name="mnist1d",
+    tuned_for="mnist1d",  # chosen on fastnet1d and the paper's MNIST-1D; elsewhere the run adapts (quicktrain.adapt)
     data=DataConfig(name="mnist1d", augment="auto", shift=4),
     model=ModelConfig(name="fastnet1d"),  # its default widths, (32, 48, 64)
     optim=OptimConfig(name="adamw", lr=4e-2, weight_decay=0.0, no_decay_1d=True),

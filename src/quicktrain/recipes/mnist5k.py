@@ -7,6 +7,7 @@ from quicktrain.config import (Config, DataConfig, MethodsConfig, ModelConfig, O
 
 CONFIG = Config(
     name="mnist5k",
+    tuned_for="mnist5k",  # its constants were chosen on this recipe's model and data
     data=DataConfig(name="mnist5k", augment="auto", shift=2),
     model=ModelConfig(name="resnet2d", channels=(16, 32, 64)),
     optim=OptimConfig(name="adamw", lr=1e-2, weight_decay=5e-4),

@@ -13,6 +13,7 @@ from quicktrain.config import (Config, DataConfig, MethodsConfig, ModelConfig, O
 
 CONFIG = Config(
     name="reference",
+    tuned_for="",  # fixed constants, as the baseline has them: never adapted
     data=DataConfig(name="mnist1d", augment="none"),
     model=ModelConfig(name="convbase"),
     optim=OptimConfig(name="adam", lr=1e-2, weight_decay=0.0, no_decay_1d=False),

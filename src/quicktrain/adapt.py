@@ -1,0 +1,123 @@
+"""Defaults that transfer: a recipe's constants (peak LR, a 3-epoch budget, one-cycle) were chosen for one model on
+one dataset, and on another they can lose to plain PyTorch defaults (a GRU on MNIST-1D reached 38.9% where plain
+Adam reached 94.8%; issue #13). So a run checks whether its recipe was tuned for what it is given, and where it was
+not, it chooses by measurement what the constants used to fix:
+
+- the peak LR from the LR range test on the run's own model and data (quicktrain.lr_find; its time is on the train
+  clock), at the recipe's batch size (or `adapt.batch_size`);
+- the budget: until the target, or `adapt.max_epochs` (plain's budget), or `train.max_seconds`, checking the
+  validation split every `adapt.eval_every` epochs;
+- the schedule: warmup-stable-decay with the decay started when validation stops improving (quicktrain.wsd), which
+  needs no length up front;
+- augmentation, test-time augmentation and progressive resizing, chosen for the recipe's data, are off.
+
+A recipe says what it was tuned for (`Config.tuned_for`, a recipe name); "" means fixed constants that are never
+adapted (the `plain` and `reference` baselines). `adapt.mode`: auto (adapt when the recipe was not tuned for this
+run), on (always), off (never). What was chosen, and why, is printed and recorded in the result and report.md.
+The effect, on 8+ model x data combinations none of the recipes was tuned on: docs/BENCHMARKS.md, "Defaults that
+transfer".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+from quicktrain.config import Config, iter_keys
+
+SECTIONS = ("data.", "model.")  # what a recipe's constants were tuned on ...
+SWITCHES = {"data.augment", "data.shift", "data.resident_max_mb"}  # ... except technique switches (an ablation)
+
+
+def untuned(cfg: Config, model: Any = None, data: Any = None) -> list[str]:
+    """Why the recipe's tuned constants do not apply to a run of `cfg` on `model` and `data` (as passed to
+    `train`): [] when they do, or when the recipe has fixed constants. Splits loaded from a DataConfig (as `bench`
+    passes them) count as that DataConfig's data, not as data from Python."""
+    if cfg.adapt.mode == "off" or (cfg.adapt.mode == "auto" and not cfg.tuned_for):
+        return []
+    if cfg.adapt.mode == "on":
+        return ["adapt.mode=on"]
+    from quicktrain.recipes import load_recipe
+
+    source = getattr(data, "source", None)
+    from_python = data is not None and source is None
+    reasons = (["a model from Python"] if model is not None else []) + (["data from Python"] if from_python else [])
+    actual = replace(cfg, data=source) if source is not None else cfg
+    tuned = {k: v for k, v, _ in iter_keys(load_recipe(cfg.tuned_for)) if k.startswith(SECTIONS)}
+    for key, value, _ in iter_keys(actual):
+        if key in tuned and key not in SWITCHES and tuned[key] != value and not (from_python and key == "data.name"):
+            reasons.append(f"{key}={_text(value)} (tuned: {_text(tuned[key])})")
+    return reasons
+
+
+def _text(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def adapted(cfg: Config) -> Config:
+    """The config with the adaptive choices in place of the recipe's tuned constants."""
+    a, sc, tc = cfg.adapt, cfg.schedule, cfg.train
+    return replace(
+        cfg,
+        optim=replace(cfg.optim, lr_find=True),
+        schedule=replace(sc, kind="wsd", batch_ramp_from=0),
+        train=replace(tc, epochs=a.max_epochs, eval_every=a.eval_every, eval_from=0.0,
+                      batch_size=a.batch_size or tc.batch_size),
+        data=replace(cfg.data, augment="none"),
+        methods=replace(cfg.methods, tta=False, resize_from=1.0),
+    )
+
+
+def describe(cfg: Config, reasons: list[str]) -> str:
+    """The one-line note a run prints when it adapts."""
+    tc, a = cfg.train, cfg.adapt
+    tuned = f"recipe {cfg.name} was tuned for recipe {cfg.tuned_for}'s model and data" if cfg.tuned_for \
+        else f"recipe {cfg.name}"
+    budget = f"until the target or {a.max_epochs:g} epochs" if tc.target > 0 else f"{a.max_epochs:g} epochs at most"
+    return (f"adaptive defaults ({tuned}; this run has {', '.join(reasons)}): peak LR from the LR range test, "
+            f"{budget}, warmup-stable-decay, batch {a.batch_size or tc.batch_size}, no augmentation "
+            "(--adapt.mode=off keeps the recipe's constants)")
+
+
+PLAIN_EPOCHS = 100  # the `plain` recipe's budget: what plain defaults would still be training at
+
+
+def epochs_to_target(metrics: list[dict[str, Any]], target: float, key: str = "val_acc",
+                     higher_is_better: bool = True) -> float | None:
+    """Where the trend of the last (up to 4) checks reaches `target`: a least-squares line of the metric against
+    log(epoch). None with fewer than 2 checks, a flat or wrong-way trend, or an answer past 10x the epochs so far."""
+    pts = [(math.log(m["epoch"]), m[key]) for m in metrics[-4:] if m.get("epoch", 0) > 0 and m.get(key) is not None]
+    if len(pts) < 2:
+        return None
+    mx, my = sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts)
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    slope = sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx if sxx > 0 else 0.0
+    if slope == 0 or (slope > 0) != higher_is_better:
+        return None
+    epochs = math.exp(mx + (target - my) / slope)
+    return epochs if epochs <= 10 * math.exp(pts[-1][0]) else None
+
+
+def guard_notes(cfg: Config, metrics: list[dict[str, Any]], stopped_by: str, reached: bool,
+                was_adapted: bool) -> list[str]:
+    """The never-worse-than-plain guard: a run that ends short of its target says what stopped it, where its trend
+    would reach the target, and, where a recipe's tuned budget ended it, that plain defaults would still be training
+    (and how to train until the target instead)."""
+    tc = cfg.train
+    if tc.target <= 0 or reached or not metrics:
+        return []
+    epochs = metrics[-1]["epoch"]
+    best = max(m["val_acc"] for m in metrics)
+    why = {"budget": f"the budget of {tc.epochs:g} epochs", "max_seconds": f"train.max_seconds={tc.max_seconds:g}",
+           "schedule": "the end of its schedule", "on_eval": "on_eval"}.get(stopped_by, stopped_by)
+    notes = [f"target {100 * tc.target:.4g}% not reached: stopped by {why} after {epochs:.3g} epochs "
+             f"(best validation {100 * best:.2f}%)"]
+    est = epochs_to_target(metrics, tc.target)
+    if est is not None:
+        notes.append(f"the trend of its last checks reaches the target after about {est:.3g} epochs")
+    if not was_adapted and cfg.tuned_for and stopped_by == "budget" and tc.epochs < PLAIN_EPOCHS:
+        notes.append(f"this {tc.epochs:g}-epoch budget was tuned for recipe {cfg.tuned_for}'s model and data; plain "
+                     f"defaults would still be training ({PLAIN_EPOCHS} epochs): --adapt.mode=on trains until the "
+                     "target with measured choices")
+    return notes
