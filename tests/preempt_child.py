@@ -27,6 +27,7 @@ OVERRIDES = {
     "train.epochs": 8.0, "train.target": 0.0, "train.eval_every": 1.0, "train.eval_from": 0.0, "methods.ema": 0.9,
     "methods.label_smoothing": 0.1, "methods.tta": True, "system.precision": "fp32", "system.channels_last": "off",
     "checkpoint.every_seconds": 0.0, "checkpoint.keep": 2,
+    "adapt.mode": "off",  # the recipe's constants on a smaller net: a fixed number of steps to kill and resume
 }
 
 FULL = {"data.mnist1d.num_samples": 5000, "model.name": "fastnet1d", "model.channels": (32, 48, 64),

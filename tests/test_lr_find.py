@@ -73,8 +73,8 @@ def test_recipe_option_runs_the_finder_first(tiny_cfg: Config) -> None:
     cfg = apply_overrides(tiny_cfg, {"optim.lr_find": True})
     logs: list[str] = []
     result = train(cfg, progress=False, log=logs.append)
-    found = [m for m in logs if m.startswith("lr-find: peak LR")]
-    assert found and result.peak_lr == pytest.approx(float(found[0].split()[3]), rel=1e-2)
+    found = [m for m in logs if m.startswith("lr-find: suggested peak LR")]
+    assert found and result.peak_lr == pytest.approx(float(found[0].split()[4]), rel=1e-2)
     assert result.peak_lr != tiny_cfg.optim.lr
 
 
