@@ -28,13 +28,12 @@ from torch import Tensor, nn
 from quicktrain.cache import cache_dir, read_json, write_json
 from quicktrain.precision import Precision, candidates
 from quicktrain.runtime import sync
-from quicktrain.step import train_step
+from quicktrain.step import LossFn, train_step
 
 MARGIN = 0.05  # a candidate must be 5% faster than the default to replace it
 ROUNDS, ROUND_STEPS = 4, 5  # the race: 4 turns of 5 timed steps per candidate, interleaved
 COMPILE_MIN_SECONDS = 300.0  # below this projected train time, compile (5-20 s) cannot pay for itself at ~5% gain
 
-LossFn = Callable[[Tensor, Tensor], Tensor]
 OptFactory = Callable[[nn.Module], torch.optim.Optimizer]
 
 

@@ -25,6 +25,7 @@ class NullCheckpointer:
 
     resumed: Any = None
     path: str | None = None
+    saves = False  # whether maybe_save can write anything (the loop skips the call per step when not)
 
     def __init__(self, stop: StopFlag | None = None) -> None:
         self.stop = stop if stop is not None else StopFlag()
@@ -61,6 +62,7 @@ class Checkpointer(NullCheckpointer):
         self.resumed = rundir.latest()
         kc = rundir.cfg.checkpoint
         self.every_steps, self.every_seconds = kc.every_steps, kc.every_seconds
+        self.saves = bool(kc.every_steps or kc.every_seconds)
         self.min_gap, self.last_save = kc.every_seconds, 0.0
 
     def saved_choices(self) -> Choices | None:

@@ -97,6 +97,7 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
     if st.peak_lr:
         run.schedule.peak = st.peak_lr
     at, lr = run.schedule.at, -1.0
+    timed = tc.max_seconds > 0 or ckpt.saves
     bar = _progress_bar(math.ceil(total / tc.batch_size), run.cfg.name, progress)
     last_val = st.metrics[-1]["val_acc"] if st.metrics else None
     run.model.train()
@@ -123,7 +124,8 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
         # ---- at the step boundary: a stop signal, a validation check, a periodic checkpoint ----------------------
         if ckpt.stop:
             ckpt.preempt(st, st.train_seconds + time.perf_counter() - t_seg)
-        clock = st.train_seconds + time.perf_counter() - t_seg
+        # the clock is read per step only when something depends on it (a time budget, timed checkpoints)
+        clock = st.train_seconds + time.perf_counter() - t_seg if timed else st.train_seconds
         done = st.samples >= total or 0 < tc.max_seconds <= clock
         if st.samples >= st.next_eval or done:
             _flush(pending, st)
@@ -145,7 +147,8 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
             run.model.train()
             sync(run.device)
             t_seg, clock = time.perf_counter(), st.train_seconds
-        ckpt.maybe_save(st, clock)
+        if ckpt.saves:
+            ckpt.maybe_save(st, clock)
     bar.close()
     return st
 
