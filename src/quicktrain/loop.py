@@ -58,10 +58,10 @@ def train(cfg: Config | ModuleType | str | None = None, model: nn.Module | None 
     origin = time.perf_counter() if wall_origin is None else wall_origin
     cfg = load_recipe(cfg) if cfg is not None else check_config(Config())
     say = log or (lambda _msg: None)
-    rundir = RunDir(run_dir, cfg, warn=say) if run_dir is not None else None
     reasons = untuned(cfg, model, data)  # the recipe's constants do not apply: choose by measurement instead
     if reasons:
         say(describe(cfg, reasons))
+    rundir = RunDir(run_dir, cfg, warn=say) if run_dir is not None else None
     try:
         with stop_on_signals(rundir is not None and cfg.checkpoint.on_signal) as stop:
             ckpt = Checkpointer(rundir, stop, force, say) if rundir is not None else NullCheckpointer(stop)
