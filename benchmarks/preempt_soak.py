@@ -25,21 +25,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from test_preemption import K, order, parse, start, wait_for  # noqa: E402
 from test_resume import assert_identical  # noqa: E402
 
+import torch  # noqa: E402
+
 from quicktrain.checkpoint import CorruptCheckpoint, list_checkpoints, read_checkpoint  # noqa: E402
+from quicktrain.measure import cpu_model  # noqa: E402
 
 
-def finish(run_dir: Path, trace: Path, full: bool) -> None:
-    proc = start(run_dir, trace, extra=["--full"] if full else [])
+def finish(run_dir: Path, trace: Path, extra: list[str]) -> None:
+    proc = start(run_dir, trace, extra=extra)
     _, err = proc.communicate(timeout=900)
     if proc.returncode != 0:
         raise RuntimeError(err)
 
 
-def one_run(tmp: Path, name: str, mode: str, count: int, rng: random.Random, full: bool) -> dict:
+def one_run(tmp: Path, name: str, mode: str, count: int, rng: random.Random, extra: list[str]) -> dict:
     run_dir, trace = tmp / name, tmp / f"{name}.trace"
     lost, exit_seconds = [], []
     for i in range(count):
-        proc = start(run_dir, trace, slow=0.05, extra=["--full"] if full else [])
+        proc = start(run_dir, trace, slow=0.05, extra=extra)
         alive = wait_for(trace, proc, lambda p: len(p.steps) > 0, timeout=120)
         if mode == "kill" and i % 2:  # inside a checkpoint write
             n = parse(trace)[-1].writes_started
@@ -55,7 +58,7 @@ def one_run(tmp: Path, name: str, mode: str, count: int, rng: random.Random, ful
             if mode == "term" and proc.returncode not in (75, 0):
                 raise RuntimeError(f"SIGTERM exit status {proc.returncode}")
         del alive
-    finish(run_dir, trace, full)
+    finish(run_dir, trace, extra)
     procs = parse(trace)
     for killed, successor in zip(procs, procs[1:]):
         lost.append(max(killed.steps, default=killed.resumed_at) - successor.resumed_at)
@@ -92,17 +95,25 @@ def main() -> None:
     ap.add_argument("--terms", type=int, default=50)
     ap.add_argument("--per-run", type=int, default=5)
     ap.add_argument("--full", action="store_true")
+    ap.add_argument("--precision", default="fp32", help="forced in the child: fp32 | bf16 | fp16")
+    ap.add_argument("--channels-last", default="off", help="forced in the child: on | off")
+    ap.add_argument("--compile", default="off", help="forced in the child: on | off")
+    ap.add_argument("--model", default="", help="the child's model (tiny2d: a 2-D net on digits)")
     args = ap.parse_args()
     rng = random.Random(2026)
-    report: dict = {"benchmark": "preempt_soak", "K": K, "full": args.full}
+    extra = ["--full"] * args.full + ["--precision", args.precision, "--channels-last", args.channels_last,
+                                       "--compile", args.compile] + (["--model", args.model] if args.model else [])
+    report: dict = {"benchmark": "preempt_soak", "K": K, "full": args.full, "precision": args.precision,
+                    "channels_last": args.channels_last, "compile": args.compile, "model": args.model or "tiny1d",
+                    "cpu": cpu_model(), "torch": torch.__version__}
     with TemporaryDirectory() as tmp_:
         tmp = Path(tmp_)
         ref_dir, ref_trace = tmp / "ref", tmp / "ref.trace"
-        finish(ref_dir, ref_trace, args.full)
+        finish(ref_dir, ref_trace, extra)
         for mode, total in (("kill", args.kills), ("term", args.terms)):
             runs, identical, order_ok = [], 0, 0
             for r in range(0, total, args.per_run):
-                run = one_run(tmp, f"{mode}{r}", mode, min(args.per_run, total - r), rng, args.full)
+                run = one_run(tmp, f"{mode}{r}", mode, min(args.per_run, total - r), rng, extra)
                 try:
                     assert_identical(ref_dir, run["run_dir"])
                     identical += 1

@@ -30,6 +30,7 @@ OVERRIDES = {
     "adapt.mode": "off",  # the recipe's constants on a smaller net: a fixed number of steps to kill and resume
 }
 
+DIGITS = {"data.name": "digits", "data.augment": "crop"}  # a 2-D net, where channels_last applies
 FULL = {"data.mnist1d.num_samples": 5000, "model.name": "fastnet1d", "model.channels": (32, 48, 64),
         "train.batch_size": 64, "train.epochs": 6.0}
 
@@ -40,12 +41,20 @@ def main() -> int:
     ap.add_argument("trace")
     ap.add_argument("--slow-writes", type=float, default=0.0)
     ap.add_argument("--steps-per-checkpoint", type=int, default=3)
+    ap.add_argument("--precision", default="fp32", help="system.precision (forced, so a test names what it covers)")
+    ap.add_argument("--channels-last", default="off", help="system.channels_last")
+    ap.add_argument("--compile", default="off", help="system.compile")
+    ap.add_argument("--model", default="", help="model.name instead of the default (tiny2d: on digits, 2-D convs)")
     ap.add_argument("--full", action="store_true", help="the paper's MNIST-1D (4,000 training examples) and the fast "
                     "recipe's net at batch 64 for 6 epochs (375 steps), instead of a 1,000-example draw and a tiny net")
     args = ap.parse_args()
     overrides = {**OVERRIDES, "checkpoint.every_steps": args.steps_per_checkpoint}
     if args.full:
         overrides |= FULL
+    overrides |= {"system.precision": args.precision, "system.channels_last": args.channels_last,
+                  "system.compile": args.compile}
+    if args.model:
+        overrides |= {"model.name": args.model, **(DIGITS if args.model.endswith("2d") else {})}
     cfg = apply_overrides(load_recipe("mnist1d"), overrides)
     fd = os.open(args.trace, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     step = [0]

@@ -142,3 +142,26 @@ def test_sigterm_checkpoints_at_once_and_loses_no_step(tmp_path: Path) -> None:
     resumed = parse(trace)[-1]
     assert resumed.resumed_at == max(stopped.steps)  # the emergency checkpoint is at the last step taken: none lost
     assert_identical(ref_dir, run_dir)
+
+
+def test_kills_and_sigterm_resume_bitwise_in_bf16_channels_last(tmp_path: Path) -> None:
+    """Across processes, with the choice an Intel Xeon's `auto` made (issue #8): bf16 + channels_last, on a net whose
+    2-D kernels have several input channels (so the layout really changes the strides)."""
+    extra = ["--precision", "bf16", "--channels-last", "on", "--model", "fastnet1d"]
+    ref_dir, trace = tmp_path / "straight", tmp_path / "straight.trace"
+    proc = start(ref_dir, trace, extra=extra)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    run_dir, trace = tmp_path / "cut", tmp_path / "cut.trace"
+    for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGKILL):
+        proc = start(run_dir, trace, extra=extra)
+        n = 0 if not trace.exists() else max((max(p.steps, default=0) for p in parse(trace)), default=0)
+        assert wait_for(trace, proc, lambda p: len(p.steps) >= 10 and max(p.steps) > n + 10)  # noqa: B023
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+        assert proc.returncode in (-signal.SIGKILL, 75)
+    proc = start(run_dir, trace, extra=extra)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert len(parse(trace)) == 4 and parse(trace)[-1].done
+    assert_identical(ref_dir, run_dir)

@@ -14,6 +14,7 @@ from typing import Any, Callable, NoReturn
 
 from torch import Tensor
 
+from quicktrain import measure
 from quicktrain.autotune import Choices
 from quicktrain.errors import Preempted
 from quicktrain.rundir import RunDir, RunState
@@ -74,10 +75,14 @@ class Checkpointer(NullCheckpointer):
         self.run, self.pending = run, pending
         st = fresh
         if self.resumed is not None:
-            self.rundir.check_compatible(self.resumed.meta, run.splits.fingerprint, self.force)
+            self.rundir.check_compatible(self.resumed.meta, run.splits.fingerprint, self.force,
+                                         measure.device_name(run.device))
             st = RunDir.restore(self.resumed, run.stateful(), pending)
+            ch = self.resumed.meta["choices"]
             self.say(f"resumed from {self.resumed.path} at step {st.step} "
-                     f"({st.restarts[-1]['lost_seconds']:.1f} s since it was written)")
+                     f"({st.restarts[-1]['lost_seconds']:.1f} s since it was written; the original run's precision "
+                     f"{ch['precision']}, channels_last {ch['channels_last']}, compile {ch['compile']}: bitwise "
+                     f"continuation, tests/test_resume_choices.py)")
         self.wall_base, self.t_wall = (st.wall_seconds, time.perf_counter()) if self.resumed else (0.0, wall_origin)
         self.last_save = st.train_seconds
         self.rundir.start(st.metrics)
@@ -88,7 +93,8 @@ class Checkpointer(NullCheckpointer):
         snapshot = RunState(**{**st.__dict__, "train_seconds": clock, "wall_seconds": self.wall()})
         ch = self.run.choices
         choices = {"precision": ch.precision, "channels_last": ch.channels_last, "compile": ch.compile}
-        return self.rundir.save(self.run.stateful(), snapshot, self.pending, choices, self.run.splits.fingerprint)
+        return self.rundir.save(self.run.stateful(), snapshot, self.pending, choices, self.run.splits.fingerprint,
+                                measure.device_name(self.run.device))
 
     def metric(self, record: dict[str, Any]) -> None:
         self.rundir.metric(record)

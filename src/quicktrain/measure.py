@@ -172,18 +172,40 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "CPU"
 
 
+# CPU features that change which kernels oneDNN and ATen dispatch to (and so the low bits of bf16/fp16 results)
+_KERNEL_FLAGS = ("amx_bf16", "amx_fp16", "avx512_bf16", "avx512_fp16", "avx512f", "avx2")
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_model() -> str:
+    """The CPU's model name plus what decides its kernels: torch's dispatch level and the bf16/fp16/AMX features,
+    e.g. "Intel(R) Xeon(R) Processor [AVX512; amx_bf16 avx512_bf16 avx512f avx2]". Two machines with the same string
+    run the same kernels; a resume that sees a different one warns (quicktrain.rundir)."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    level = torch.backends.cpu.get_cpu_capability()
+    return f"{_cpu_model()} [{level}; {' '.join(f for f in _KERNEL_FLAGS if f in flags) or 'no vector flags read'}]"
+
+
 def _hardware_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
-        return _cpu_model()
+        return cpu_model()
     if device.type == "mps":
         return "Apple GPU (MPS)"
     return device.type
 
 
 def device_name(device: torch.device) -> str:
-    """A human name for the device: "AMD EPYC 9R14 (2 threads)" or "NVIDIA H100 80GB HBM3"."""
+    """A human name for the device: "AMD EPYC 9R14 [AVX512; avx512_bf16 avx512f avx2] (2 threads)" or "NVIDIA H100
+    80GB HBM3". Results, reports and checkpoints carry it; a resume on another one is refused unless forced."""
     device = torch.device(device)
     name = _hardware_name(device)
     return f"{name} ({torch.get_num_threads()} threads)" if device.type == "cpu" else name

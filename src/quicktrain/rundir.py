@@ -28,7 +28,7 @@ from quicktrain.checkpoint import read_latest, write_checkpoint
 from quicktrain.config import Config, diff, from_dict, to_dict
 from quicktrain.atomic import atomic_write
 from quicktrain.errors import UserError
-from quicktrain.state import flatten, rng_state, set_rng_state, unflatten
+from quicktrain.state import flatten, load_optimizer_state, rng_state, set_rng_state, unflatten
 
 
 @dataclass
@@ -103,8 +103,10 @@ class RunDir:
         found = read_latest(self.checkpoints, self.warn)
         return Resumed(*found) if found is not None else None
 
-    def check_compatible(self, meta: dict[str, Any], fingerprint: str, force: bool) -> None:
-        """Refuse to continue a run under different conditions, unless forced (then warn)."""
+    def check_compatible(self, meta: dict[str, Any], fingerprint: str, force: bool, machine: str = "") -> None:
+        """Refuse to continue a run under different conditions, unless forced (then warn). `machine` is the device's
+        name with its kernel features and threads (measure.device_name): another CPU model, ISA or thread count runs
+        other kernels, so the continued run would not be the uninterrupted one bit for bit."""
         problems = []
         changed = {k: v for k, v in diff(from_dict(meta["config"]), self.cfg).items()
                    if not k.startswith("checkpoint.")}
@@ -115,13 +117,17 @@ class RunDir:
             problems.append("the dataset differs (fingerprint)")
         if meta["torch"] != torch.__version__:
             problems.append(f"torch {meta['torch']} -> {torch.__version__}")
+        if machine and meta.get("machine", machine) != machine:  # checkpoints before issue #8 did not record it
+            problems.append(f"the machine differs: {meta['machine']} -> {machine} (its kernels round differently, so "
+                            f"the result will not equal an uninterrupted run's; precision stays "
+                            f"{meta['choices']['precision']})")
         if problems and not force:
             raise UserError(f"cannot resume {self.path}: {'; '.join(problems)} (use --force to resume anyway)")
         for p in problems:
             self.warn(f"resuming {self.path} anyway (--force): {p}")
 
     def save(self, objects: dict[str, Any], st: RunState, pending: list[torch.Tensor], choices: dict[str, Any],
-             fingerprint: str) -> float:
+             fingerprint: str, machine: str = "") -> float:
         """Write a checkpoint of the run as it stands at a step boundary; return the seconds the write took."""
         t0 = time.perf_counter()
         tensors: dict[str, torch.Tensor] = {}
@@ -130,7 +136,7 @@ class RunDir:
         state["pending"] = torch.stack(pending).float() if pending else torch.zeros(0)
         meta = {"step": st.step, "kind": "run", "state": flatten(state, tensors), "loop": asdict(st),
                 "config": to_dict(self.cfg), "fingerprint": fingerprint, "torch": torch.__version__,
-                "choices": choices, "saved_at": time.time()}
+                "choices": choices, "machine": machine, "saved_at": time.time()}
         write_checkpoint(self.checkpoints, st.step, tensors, meta, keep=self.cfg.checkpoint.keep)
         return time.perf_counter() - t0
 
@@ -140,7 +146,10 @@ class RunDir:
         return the loop's counters with this restart recorded."""
         state = unflatten(resumed.meta["state"], resumed.tensors)
         for name, obj in objects.items():
-            obj.load_state_dict(state[name])
+            if isinstance(obj, torch.optim.Optimizer):
+                load_optimizer_state(obj, state[name])  # and in its parameters' memory layout
+            else:
+                obj.load_state_dict(state[name])
         pending.extend(state["pending"].unbind(0))
         st = RunState(**resumed.meta["loop"])
         lost = max(0.0, time.time() - resumed.meta["saved_at"])

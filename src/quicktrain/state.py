@@ -95,6 +95,23 @@ def save_state(directory: str | Path, step: int, *, model: nn.Module, optimizer:
     return write_checkpoint(Path(directory), step, tensors, meta, keep=keep)
 
 
+def load_optimizer_state(optimizer: Any, state: dict[str, Any]) -> None:
+    """`optimizer.load_state_dict(state)`, then each per-parameter state tensor laid out in memory like its parameter.
+
+    Why (issue #8): a checkpoint stores tensors contiguous, so a channels_last model's Adam moments came back in the
+    default layout while the parameters stayed channels_last. torch's fused CPU Adam(W) kernel (our default) walks
+    parameter, gradient and moments as if they had the same strides, so each moment was applied to the wrong
+    element: the resumed run diverged from the first step after the restore (measured on an Intel Xeon with AVX512,
+    fastnet1d + channels_last, fp32 and bf16 alike; the foreach kernel and SGD were unaffected). Values are copied
+    unchanged; only the strides move back to the parameter's. tests/test_resume_choices.py holds this."""
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    optimizer.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
 def restore_state(directory: str | Path, *, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
                   scaler: Any = None, warn: Any = None) -> dict[str, Any] | None:
     """Restore the newest valid checkpoint written by `save_state` into model/optimizer/scaler and every RNG.
@@ -109,7 +126,7 @@ def restore_state(directory: str | Path, *, model: nn.Module, optimizer: torch.o
     state = unflatten(meta["state"], tensors)
     model.load_state_dict(state["model"])
     if optimizer is not None and state["optimizer"] is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
     if scaler is not None and state["scaler"] is not None:
         scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
