@@ -65,13 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="random seed (init, data order, augmentation)")
     run.add_argument("--run-dir", metavar="DIR", help="where config.json, metrics.jsonl, report.md, plots and "
                      "checkpoints go; a run there that was stopped resumes from its newest valid checkpoint")
-    run.add_argument("--force", action="store_true", help="resume even if the config, data or torch version changed")
+    run.add_argument("--force", action="store_true",
+                     help="resume even if the config, data, torch version or machine changed")
     _common(run)
 
     resume = sub.add_parser("resume", help="continue a stopped run from its newest valid checkpoint",
                             allow_abbrev=False)
     resume.add_argument("run_dir", metavar="DIR", help="the run directory")
-    resume.add_argument("--force", action="store_true", help="resume even if the data or torch version changed")
+    resume.add_argument("--force", action="store_true",
+                        help="resume even if the data, torch version or machine changed")
     resume.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     bench = sub.add_parser("bench", help="recipes x seeds side by side on this machine; --ablate for techniques",
