@@ -73,6 +73,37 @@ def test_signal_then_resume_equals_uninterrupted(tiny_cfg: Config, tmp_path: Pat
     assert_identical(tmp_path / "straight", tmp_path / "cut")
 
 
+class _SignalAt(torch.nn.Module):
+    """tiny1d that sends SIGUSR1 from inside its `at`-th training forward of a full batch: the signal lands inside
+    a step, and the loop sees it at that step's boundary."""
+
+    def __init__(self, at: int | None, batch: int) -> None:
+        super().__init__()
+        from quicktrain.models.conv1d import tiny1d
+
+        self.inner, self.at, self.batch, self.n = tiny1d((1, 40), 10), at, batch, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and len(x) == self.batch:
+            self.n += 1
+            if self.n == self.at:
+                os.kill(os.getpid(), signal.SIGUSR1)
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("at", [7, 8])  # 7: the step after which a check is due (regression: resumed a step late)
+def test_signal_in_the_step_before_a_check_resumes_with_that_check(tiny_cfg: Config, tmp_path: Path, at: int) -> None:
+    cfg = _cfg(tiny_cfg, **{"checkpoint.every_steps": 0})  # checks every 200 samples: after step 7 of 32
+    torch.manual_seed(0)
+    train(cfg, _SignalAt(None, 32), run_dir=tmp_path / "straight", progress=False)
+    torch.manual_seed(0)
+    with pytest.raises(Preempted, match="checkpointed at step"):
+        train(cfg, _SignalAt(at, 32), run_dir=tmp_path / "cut", progress=False)
+    torch.manual_seed(0)
+    train(cfg, _SignalAt(None, 32), run_dir=tmp_path / "cut", progress=False)
+    assert_identical(tmp_path / "straight", tmp_path / "cut")
+
+
 def test_sigterm_and_sigint_checkpoint_too_and_handlers_are_restored(tiny_cfg: Config, tmp_path: Path) -> None:
     cfg = _cfg(tiny_cfg)
     before = signal.getsignal(signal.SIGTERM)

@@ -104,7 +104,9 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
     sync(run.device)
     t_seg = time.perf_counter()
     while True:
-        if st.samples < total:  # False only when resumed after the last step, with its check still to do
+        # a run stopped at a step boundary where a check was due (or during the check) does that check first on
+        # resume, before any step: else its checks, and everything they decide, would come one step late
+        if st.samples < total and not st.check_due:
             p = st.samples / total
             bs, new_lr = at(p)
             if new_lr != lr:
@@ -121,8 +123,10 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
             if st.step % NAN_CHECK_EVERY == 0:
                 _flush(pending, st)
             bar.update(st.step, val_acc=last_val)
+        st.check_due = False
         # ---- at the step boundary: a stop signal, a validation check, a periodic checkpoint ----------------------
         if ckpt.stop:
+            st.check_due = st.samples >= st.next_eval or st.samples >= total
             ckpt.preempt(st, st.train_seconds + time.perf_counter() - t_seg)
         # the clock is read per step only when something depends on it (a time budget, timed checkpoints)
         clock = st.train_seconds + time.perf_counter() - t_seg if timed else st.train_seconds
@@ -159,6 +163,7 @@ def _check(run: Run, st: RunState, ckpt: NullCheckpointer, t_seg: float) -> dict
     try:
         val = run.task.evaluate(run.eval_model, *run.val, run.precision, stop=ckpt.stop)
     except Interrupted:
+        st.check_due = True  # resume redoes this check before its next step
         ckpt.preempt(st, st.train_seconds + time.perf_counter() - t_seg)
     sync(run.device)
     st.train_seconds += time.perf_counter() - t_seg

@@ -50,6 +50,7 @@ class RunState:
     reached_at: int | None = None  # index in metrics of the first check at the target
     restarts: list[dict[str, Any]] = field(default_factory=list)  # {"step", "lost_seconds"} per resume
     stopped_by: str = ""  # what ended the run: target | budget | max_seconds | schedule | on_eval
+    check_due: bool = False  # stopped where a validation check was due and not yet done: resume does it first
 
 
 @dataclass
