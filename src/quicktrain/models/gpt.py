@@ -1,0 +1,242 @@
+"""A GPT (decoder-only transformer) whose modern parts each have a toggle, so one builder gives both nanoGPT's model and
+a modded-nanogpt-style one, and every step between them can be ablated one change at a time.
+
+Why: the recipes race a faithful nanoGPT baseline (Karpathy, github.com/karpathy/nanoGPT, model.py) against the
+architecture changes of modded-nanogpt (Keller Jordan et al., github.com/KellerJordan/modded-nanogpt, train_gpt.py),
+which its speedrun records credit with most of the speed-up; a toggle per change lets a run say which change paid.
+
+Toggles of `gpt(...)`:
+
+| toggle    | modern default (modded-nanogpt)                        | nanoGPT                                         |
+|-----------|--------------------------------------------------------|-------------------------------------------------|
+| rotary    | True: RoPE on q, k (Su et al. 2021, base 10000)        | False: learned absolute positions `wpe`         |
+| qk_norm   | True: weightless RMSNorm of q and k per head           | False: none                                     |
+| relu2     | True: ReLU(x)^2 MLP (So et al. 2021, "Primer")         | False: exact GELU MLP                           |
+| tied_head | False: separate head Linear                            | True: head shares the token embedding's weight  |
+| zero_init | True: attn and MLP out-projections (untied head) = 0   | False: N(0, 0.02), out-proj 0.02/sqrt(2*layers) |
+
+`learned_pos` (default `not rotary`) adds learned positions independently of RoPE. `norm` (default: "rms" with
+rotary, "layer" without) picks the block and final norms: "rms" is modded-nanogpt's weightless `F.rms_norm` (no
+parameters at all), "layer" is nanoGPT's LayerNorm with a gain and no bias (nanoGPT's bias=False). So switching
+`rotary` alone also switches positions and norm; pass `learned_pos` and `norm` explicitly to isolate it. Every toggle
+value is an attribute of the model (`model.rotary`, ...).
+
+With rotary=False, qk_norm=False, relu2=False, tied_head=True, zero_init=False this is nanoGPT's GPT with bias=False:
+pre-norm blocks, the same parameters (count checked in tests/test_gpt.py), nanoGPT's init in nanoGPT's draw order
+(every Linear/Embedding N(0, 0.02), then the residual projections re-drawn at 0.02/sqrt(2*layers), GPT-2 paper
+sec. 2.3), dropout after the embedding, in attention and after each residual projection. Differences:
+- q, k, v are three Linear(d, d) instead of one Linear(d, 3d): the same parameters and function (nanoGPT's c_attn
+  rows stacked), kept apart so Muon orthogonalises each matrix on its own, as modded-nanogpt does;
+- `forward(idx)` returns the logits of every position and never a loss (quicktrain applies its own loss; nanoGPT
+  returns only the last position when called without targets);
+- non-zeroed weights on the modern path are also N(0, 0.02), not modded-nanogpt's uniform init; modded-nanogpt's
+  value embeddings, U-net skips, logit soft-cap, 0.12 attention scale, FP8 head and window attention are left out.
+
+FLOPs (`flops_per_token`): PaLM (Chowdhery et al. 2022, appendix B), as nanoGPT's estimate_mfu: 6*N + 12*L*d*T
+training FLOPs per token, N the non-embedding parameters (the head counts: it is a matmul; a lookup table does not),
+the attention term for full, non-causal attention (QK^T and AV at 2*T*d each forward, x3 for backward). Causal
+kernels skip about half of that; `causal=True` halves the attention term, off by default so MFU compares with
+nanoGPT's and PaLM's numbers.
+
+Weight decay: the project's ">= 2-D decayed" rule decays the embeddings and the head (2-D) and not the norm gains,
+which is nanoGPT's configure_optimizers rule, kept for the nanoGPT path. The modern path with norm="rms" has no 1-D
+parameters at all.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["GPT", "gpt"]
+
+NormKind = Literal["rms", "layer"]
+Rope = tuple[Tensor, Tensor]
+ROPE_BASE = 10000.0  # RoFormer's base, as in modded-nanogpt's first rotary records
+INIT_STD = 0.02  # nanoGPT / GPT-2
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm without a gain (modded-nanogpt's `norm`): no parameters, so nothing to decay or tune."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, (x.size(-1),))
+
+
+class ReLU2(nn.Module):
+    """ReLU(x)^2, the Primer activation (So et al. 2021) that modded-nanogpt uses in its MLP."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(x).square()
+
+
+def _make_norm(kind: NormKind, width: int) -> nn.Module:
+    return RMSNorm() if kind == "rms" else nn.LayerNorm(width, bias=False)
+
+
+def rope_tables(context: int, head_dim: int, base: float = ROPE_BASE) -> Rope:
+    """cos, sin of the RoPE angles, each (context, head_dim // 2): position t, frequency base^(-2i/head_dim)."""
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(context, dtype=torch.float32), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate each (first half, second half) pair of x (B, H, T, hd) by its angle (the half-split layout)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, width: int, heads: int, qk_norm: bool, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.qk_norm, self.dropout = heads, qk_norm, dropout
+        self.c_q = nn.Linear(width, width, bias=False)
+        self.c_k = nn.Linear(width, width, bias=False)
+        self.c_v = nn.Linear(width, width, bias=False)
+        self.c_proj = nn.Linear(width, width, bias=False)
+        self.resid_drop = nn.Dropout(dropout)
+
+    def _split(self, x: Tensor) -> Tensor:
+        """(B, T, C) -> (B, heads, T, C // heads)."""
+        return x.view(x.size(0), x.size(1), self.heads, -1).transpose(1, 2)
+
+    def forward(self, x: Tensor, rope: Rope | None) -> Tensor:
+        b, t, c = x.shape
+        q, k, v = self._split(self.c_q(x)), self._split(self.c_k(x)), self._split(self.c_v(x))
+        if self.qk_norm:  # per head, before RoPE, as modded-nanogpt
+            q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        # autocast may leave the normed q, k in float32 while v is low precision: SDPA needs one dtype
+        y = F.scaled_dot_product_attention(q.to(v.dtype), k.to(v.dtype), v, is_causal=True,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.resid_drop(self.c_proj(y.transpose(1, 2).reshape(b, t, c)))
+
+
+class MLP(nn.Module):
+    def __init__(self, width: int, relu2: bool, dropout: float) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(width, 4 * width, bias=False)
+        self.act = ReLU2() if relu2 else nn.GELU()
+        self.c_proj = nn.Linear(4 * width, width, bias=False)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.c_proj(self.act(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, width: int, heads: int, norm: NormKind, qk_norm: bool, relu2: bool, dropout: float) -> None:
+        super().__init__()
+        self.ln_1 = _make_norm(norm, width)
+        self.attn = CausalSelfAttention(width, heads, qk_norm, dropout)
+        self.ln_2 = _make_norm(norm, width)
+        self.mlp = MLP(width, relu2, dropout)
+
+    def forward(self, x: Tensor, rope: Rope | None) -> Tensor:
+        x = x + self.attn(self.ln_1(x), rope)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """Token ids (B, T) int64, T <= context, -> logits (B, T, vocab_size). Build it with `gpt(...)`."""
+
+    def __init__(self, vocab_size: int, context: int, layers: int, heads: int, width: int, *, rotary: bool,
+                 qk_norm: bool, relu2: bool, tied_head: bool, zero_init: bool, dropout: float, learned_pos: bool,
+                 norm: NormKind) -> None:
+        super().__init__()
+        _check(vocab_size, context, layers, heads, width, rotary, dropout, norm)
+        self.vocab_size, self.context, self.layers, self.heads, self.width = vocab_size, context, layers, heads, width
+        self.rotary, self.qk_norm, self.relu2, self.tied_head = rotary, qk_norm, relu2, tied_head
+        self.zero_init, self.learned_pos, self.norm = zero_init, learned_pos, norm
+        # registration order is nanoGPT's (wte, wpe, h, ln_f, lm_head), so init draws come in its order
+        self.wte = nn.Embedding(vocab_size, width)
+        self.wpe = nn.Embedding(context, width) if learned_pos else None
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(width, heads, norm, qk_norm, relu2, dropout) for _ in range(layers))
+        self.ln_f = _make_norm(norm, width)
+        self.head = nn.Linear(width, vocab_size, bias=False)
+        if tied_head:
+            self.head.weight = self.wte.weight  # nanoGPT's weight tying (Press & Wolf 2017)
+        if rotary:  # not persistent: the state_dict holds weights only, and the tables are rebuilt from `context`
+            cos, sin = rope_tables(context, width // heads)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():  # nanoGPT's _init_weights
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, 0.0, INIT_STD)
+        for block in self.blocks:
+            for proj in (block.attn.c_proj, block.mlp.c_proj):
+                if self.zero_init:  # modded-nanogpt (suggested by @Grad62304977): each block starts as identity
+                    nn.init.zeros_(proj.weight)
+                else:  # GPT-2 sec. 2.3: residual projections scaled by 1/sqrt(N residual layers)
+                    nn.init.normal_(proj.weight, 0.0, INIT_STD / math.sqrt(2 * self.layers))
+        if self.zero_init and not self.tied_head:  # modded-nanogpt zeroes its (untied) lm_head
+            nn.init.zeros_(self.head.weight)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        t = idx.size(1)
+        if t > self.context:
+            raise ValueError(f"sequence length {t} exceeds the model's context {self.context}")
+        x = self.wte(idx)
+        if self.wpe is not None:
+            x = x + self.wpe.weight[:t]
+        x = self.drop(x)
+        rope = (self.rope_cos[:t], self.rope_sin[:t]) if self.rotary else None
+        for block in self.blocks:
+            x = block(x, rope)
+        return self.head(self.ln_f(x))
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameters, a tied tensor once. `non_embedding` leaves out the lookup tables (positions, and the token
+        embedding unless it is also the head): nanoGPT's get_num_params for a tied head."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.wpe.weight.numel() if self.wpe is not None else 0
+            n -= 0 if self.tied_head else self.wte.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None, *, causal: bool = False) -> int:
+        """Training FLOPs per token at sequence length `seq_len` (default: context): 6*N + 12*L*d*T (PaLM app. B);
+        `causal` halves the attention term (see the module docstring)."""
+        t = self.context if seq_len is None else seq_len
+        attention = 12 * self.layers * self.width * t
+        return 6 * self.num_params() + (attention // 2 if causal else attention)
+
+
+def _check(vocab_size: int, context: int, layers: int, heads: int, width: int, rotary: bool, dropout: float,
+           norm: str) -> None:
+    for name, value in (("vocab_size", vocab_size), ("context", context), ("layers", layers), ("heads", heads),
+                        ("width", width)):
+        if value < 1:
+            raise ValueError(f"gpt: {name} must be >= 1, got {value}")
+    if width % heads:
+        raise ValueError(f"gpt: width {width} is not a multiple of heads {heads}")
+    if rotary and (width // heads) % 2:
+        raise ValueError(f"gpt: rotary needs an even head dimension, got {width // heads}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"gpt: dropout must be in [0, 1), got {dropout}")
+    if norm not in ("rms", "layer"):
+        raise ValueError(f"gpt: norm must be 'rms' or 'layer', got {norm!r}")
+
+
+def gpt(vocab_size: int, context: int, layers: int = 4, heads: int = 4, width: int = 128, *, rotary: bool = True,
+        qk_norm: bool = True, relu2: bool = True, tied_head: bool = False, zero_init: bool = True,
+        dropout: float = 0.0, learned_pos: bool | None = None, norm: NormKind | None = None) -> GPT:
+    """A GPT; the defaults are the modern (modded-nanogpt) path. `learned_pos` defaults to `not rotary`, `norm` to
+    "rms" with rotary and "layer" (nanoGPT's LayerNorm, no bias) without. See the module docstring."""
+    return GPT(vocab_size, context, layers, heads, width, rotary=rotary, qk_norm=qk_norm, relu2=relu2,
+               tied_head=tied_head, zero_init=zero_init, dropout=dropout,
+               learned_pos=(not rotary) if learned_pos is None else learned_pos,
+               norm=("rms" if rotary else "layer") if norm is None else norm)

@@ -1,0 +1,125 @@
+"""Muon for the hidden 2-D weights, AdamW for everything else, behind one torch optimizer object.
+
+Why: modded-nanogpt (Keller Jordan et al.) set its GPT speedrun records with Muon (momentum, then the update
+orthogonalised by a Newton-Schulz iteration; kellerjordan.github.io/posts/muon) on the transformer blocks' matrices
+and Adam on the embedding, the head and the scalar gains, which Muon is not meant for. The training loop knows one
+optimizer: `MuonAdamW` is a `torch.optim.Optimizer` whose `param_groups`, `state`, `step`, `zero_grad` and
+`state_dict`/`load_state_dict` cover both inner optimizers (torch.optim.Muon and torch.optim.AdamW), which share its
+group dicts and its one `state` mapping, so a resumed run continues bitwise (tests/test_muon.py).
+
+The split (`muon_split`): Muon gets every trainable 2-D parameter except nn.Embedding weights (token and position
+tables) and the weight of the last nn.Linear registered in the model (taken to be the output layer, e.g. the LM head;
+a head tied to the embedding is an embedding weight). Everything else (the embeddings, the head, 1-D gains and biases,
+conv kernels of 3+ dims) goes to AdamW. For `quicktrain.models.gpt.GPT` that is exactly the q, k, v, out and MLP
+matrices of the blocks. A model whose output layer is not its last registered Linear should not rely on the rule.
+
+One learning rate drives both: the Muon groups use torch's adjust_lr_fn="match_rms_adamw" (Moonshot, Liu et al.
+2025, "Muon is Scalable for LLM Training"): the orthogonalised update is scaled by 0.2*sqrt(max(A, B)) so its RMS
+(about 0.2) matches a typical AdamW update's, and AdamW's learning rate and weight decay carry over; hence
+`muon_lr_scale=1.0` by default. (torch's "original" is Keller Jordan's sqrt(max(1, A/B)) scale, which wants a
+Muon rate tens of times Adam's: modded-nanogpt uses 0.05 for Muon next to 0.008 for its head.)
+Each group has an `lr_scale`; the loop sets group["lr"] = lr * group["lr_scale"]. Muon's `lr_scale` is
+`muon_lr_scale`, AdamW's is 1.
+
+Weight decay: decoupled in both (torch's Muon decays p <- p * (1 - lr * wd), as AdamW), on every 2-D parameter
+including the embeddings and the head (nanoGPT's >= 2-D rule), none on 1-D ones when `no_decay_1d`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["MuonAdamW", "muon_split"]
+
+ADJUST_LR_FN = "match_rms_adamw"
+
+
+def _last_linear(model: nn.Module) -> nn.Linear | None:
+    last = None
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            last = module
+    return last
+
+
+def muon_split(model: nn.Module) -> tuple[list[Tensor], list[Tensor]]:
+    """(hidden 2-D weights for Muon, every other trainable parameter for AdamW), each in `model.parameters()` order
+    and a shared tensor once. The rule is in the module docstring."""
+    excluded = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    head = _last_linear(model)
+    if head is not None:
+        excluded.add(id(head.weight))
+    hidden, other = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (hidden if p.ndim == 2 and id(p) not in excluded else other).append(p)
+    assert all(p.ndim == 2 for p in hidden), "torch.optim.Muon takes 2-D parameters only"
+    return hidden, other
+
+
+def _fused_ok(params: list[Tensor]) -> bool:
+    """Fused AdamW exists for floating-point parameters on CPU and CUDA."""
+    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """One optimizer: torch.optim.Muon on `muon_split(model)[0]`, fused AdamW on the rest (see the module docstring).
+
+    Groups, in order: Muon (if any hidden weight), AdamW decayed (2-D and up, or all with `no_decay_1d=False`),
+    AdamW undecayed (1-D). Each has "lr", "lr_scale", "weight_decay" and "muon" (True for the Muon group)."""
+
+    def __init__(self, model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.95),
+                 muon_lr_scale: float = 1.0, muon_momentum: float = 0.95, no_decay_1d: bool = True, *,
+                 eps: float = 1e-8, ns_steps: int = 5) -> None:
+        hidden, other = muon_split(model)
+        if not hidden and not other:
+            raise ValueError("MuonAdamW: the model has no trainable parameters")
+        muon_groups = [{"params": hidden, "lr": lr * muon_lr_scale, "lr_scale": muon_lr_scale,
+                        "weight_decay": weight_decay, "muon": True}] if hidden else []
+        decay = [p for p in other if p.ndim >= 2 or not no_decay_1d]
+        no_decay = [p for p in other if p.ndim < 2 and no_decay_1d]
+        adamw_groups = [{"params": ps, "lr": lr, "lr_scale": 1.0, "weight_decay": wd, "muon": False}
+                        for ps, wd in ((decay, weight_decay), (no_decay, 0.0)) if ps]
+        # the inner optimizers fill in their own defaults (nesterov, ns_steps, fused, ...) in these same dicts
+        self._muon = torch.optim.Muon(muon_groups, lr=lr * muon_lr_scale, weight_decay=weight_decay,
+                                      momentum=muon_momentum, nesterov=True, ns_steps=ns_steps,
+                                      adjust_lr_fn=ADJUST_LR_FN) if muon_groups else None
+        self._adamw = torch.optim.AdamW(adamw_groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                        fused=_fused_ok(other)) if adamw_groups else None
+        super().__init__(muon_groups + adamw_groups, {"lr": lr, "lr_scale": 1.0, "weight_decay": weight_decay})
+        self._sync()
+
+    def _sync(self) -> None:
+        """Point the inner optimizers at this one's group dicts and state (load_state_dict replaces both)."""
+        for inner, is_muon in ((self._muon, True), (self._adamw, False)):
+            if inner is not None:
+                inner.param_groups = [g for g in self.param_groups if bool(g["muon"]) == is_muon]
+                inner.state = self.state
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._sync()  # cheap, and robust to anything that reassigned param_groups or state
+        for inner in (self._muon, self._adamw):
+            if inner is not None:
+                inner.step()
+        return loss
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._sync()
+
+    def __getstate__(self) -> dict[str, Any]:  # pickling and deepcopy keep the inner optimizers
+        return {**super().__getstate__(), "_muon": self._muon, "_adamw": self._adamw}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # unpickling, and the base load_state_dict
+        super().__setstate__(state)
+        if "_muon" in self.__dict__:
+            self._sync()
