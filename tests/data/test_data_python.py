@@ -66,10 +66,10 @@ def test_torch_datasets() -> None:
     assert s.input_shape == (1, 4, 4) and s.num_classes == 3 and len(s.train) + len(s.val) + len(s.test) == 30
 
 
-def test_too_large_dataset_is_refused(one_line) -> None:  # type: ignore[no-untyped-def]
-    x, y = _pair(n=1000, shape=(1, 1000))  # about 4 MB as float32
+def test_too_large_dataset_is_refused_when_streaming_is_off(one_line) -> None:  # type: ignore[no-untyped-def]
+    x, y = _pair(n=1000, shape=(1, 1000))  # about 4 MB as float32; with data.stream=auto it streams (test_stream.py)
     with pytest.raises(DataError) as e:
-        load_data(DataConfig(name="custom", resident_max_mb=1.0), TensorDataset(x, y))
+        load_data(DataConfig(name="custom", resident_max_mb=1.0, stream="off"), TensorDataset(x, y))
     one_line(e, PY, "too large", "data.resident_max_mb")
 
 

@@ -1,7 +1,9 @@
 """`load_data(cfg, data)`: every data source -> checked, split, normalised `Splits`.
 
 Sources: the built-ins (mnist1d, digits, mnist5k), file formats (cifar10 directory, npz file) and data passed from
-Python (a `Splits`, an (x, y) pair of tensors or arrays, or a map-style torch Dataset of (x, y) items).
+Python (a `Splits`, an (x, y) pair of tensors or arrays, or a map-style torch Dataset of (x, y) items), and data
+that is streamed (quicktrain.data.stream): a Dataset that does not fit, an IterableDataset or DataLoader in a
+{"train", "val", "test"} dict.
 
 Normalisation: mnist1d as generated (make_dataset already standardises it); digits /16 and mnist5k /255, cifar10 /255,
 each then standardised per channel with the train split's mean and std. npz files and data passed from Python are
@@ -32,6 +34,7 @@ from quicktrain.data.prepare import (
     standardise,
     to_layout,
 )
+from quicktrain.data.stream import StreamedSplits, dataset_mb, is_stream_input, load_stream
 from quicktrain.data.types import Split, Splits, fingerprint
 from quicktrain.errors import ConfigError, DataError
 
@@ -42,7 +45,7 @@ Pair = tuple[torch.Tensor, torch.Tensor]
 _NORMALISE = {"digits": (16.0, True), "mnist5k": (255.0, True), "cifar10": (255.0, True)}
 
 
-def load_data(cfg: DataConfig, data: object | None = None) -> Splits:
+def load_data(cfg: DataConfig, data: object | None = None) -> Splits | StreamedSplits:
     """The train/val/test splits described by `cfg`, or built from `data` when it is given (then named "custom").
 
     Shapes: x (N, L) becomes (N, 1, L); 3-D x is (N, C, L) signals for data passed from Python but (N, H, W) images
@@ -50,8 +53,10 @@ def load_data(cfg: DataConfig, data: object | None = None) -> Splits:
     (converted to NCHW). Labels must be a 1-D integer array; num_classes is `cfg.num_classes` if > 0, else the
     largest label + 1, and any label outside [0, num_classes) is an error. x must be finite.
 
-    A Dataset is materialised into tensors (iterated once and stacked) so that training can index it on the device;
-    this version does not stream, so a Dataset larger than `cfg.resident_max_mb` (as float32) is refused.
+    A Dataset is materialised into tensors (iterated once and stacked) so that training can index it on the device.
+    One larger than `cfg.resident_max_mb` (as float32), or any with `cfg.stream == "on"`, is streamed instead: the
+    result is then a `StreamedSplits` (quicktrain.data.stream), as it always is for an IterableDataset, a DataLoader or
+    a {"train", "val", "test"} dict. `cfg.stream == "off"` refuses what does not fit, as before streaming existed.
     Errors: DataError for bad data, ConfigError for bad config, each one line naming the file or key.
     """
     if data is not None:
@@ -138,8 +143,10 @@ def _build(cfg: DataConfig, name: str, source: str, arrays: dict[str, Any], imag
 # Data passed from Python
 
 
-def _from_python(cfg: DataConfig, data: object) -> Splits:
-    if isinstance(data, Splits):
+def _from_python(cfg: DataConfig, data: object) -> Splits | StreamedSplits:
+    if is_stream_input(data):  # before the Dataset case: an IterableDataset is a Dataset
+        return load_stream(cfg, data)
+    if isinstance(data, (Splits, StreamedSplits)):  # already loaded (tuning passes a run's splits on)
         if cfg.augment == "auto":
             return data
         # an explicit data.augment still applies (e.g. an ablation with --data.augment=none on shared data)
@@ -147,10 +154,13 @@ def _from_python(cfg: DataConfig, data: object) -> Splits:
     if isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = data
     elif isinstance(data, torch.utils.data.Dataset):
-        x, y = _materialise(data, cfg)
+        got = _materialise(data, cfg)
+        if isinstance(got, StreamedSplits):
+            return got
+        x, y = got
     else:
-        raise DataError(f"{PYTHON}: expected a Splits, an (x, y) pair of tensors or arrays, or a torch Dataset of "
-                        f"(x, y) items; got {type(data).__name__}")
+        raise DataError(f"{PYTHON}: expected a Splits, an (x, y) pair of tensors or arrays, a torch Dataset of "
+                        f"(x, y) items or a {{'train', 'val', 'test'}} dict; got {type(data).__name__}")
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu()
     if isinstance(y, torch.Tensor):
@@ -170,20 +180,24 @@ def _tensor(a: Any) -> torch.Tensor:
     return a.detach().cpu() if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
 
 
-def _materialise(ds: Any, cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Iterate a map-style Dataset once and stack its items (the whole split then lives on the device)."""
+def _materialise(ds: Any, cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor] | StreamedSplits:
+    """Iterate a map-style Dataset once and stack its items (the whole split then lives on the device), or stream it
+    when it is larger than resident_max_mb or data.stream is on."""
     try:
         n = len(ds)
     except TypeError:
-        raise DataError(f"{PYTHON}: a Dataset without len() (e.g. an IterableDataset) is not supported; "
-                        f"pass tensors or a map-style Dataset") from None
+        raise DataError(f"{PYTHON}: a map-style Dataset needs len(); for an iterable pass an IterableDataset in "
+                        f"data={{'train': it, 'val': ..., 'test': ...}}") from None
     if n == 0:
         raise DataError(f"{PYTHON}: the Dataset is empty")
-    mb = _tensor(_item(ds, 0)[0]).numel() * 4 * n / 2**20
-    if mb > cfg.resident_max_mb:
+    _item(ds, 0)  # an (x, y) pair, or a one-line error
+    mb = dataset_mb(ds)
+    if mb > cfg.resident_max_mb and cfg.stream == "off":
         raise DataError(f"{PYTHON}: the Dataset is about {mb:.0f} MB as float32, too large to keep on the device "
                         f"(data.resident_max_mb={cfg.resident_max_mb:g}); raise data.resident_max_mb "
-                        f"(this version does not stream data)")
+                        f"or set data.stream=auto to stream it")
+    if mb > cfg.resident_max_mb or cfg.stream == "on":
+        return load_stream(cfg, ds)
     items = [_item(ds, i) for i in range(n)]
     try:
         x = torch.stack([_tensor(a) for a, _ in items])
