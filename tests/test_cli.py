@@ -82,7 +82,8 @@ def bad_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
     return [
         (["run", "nosuch"], "unknown recipe 'nosuch'"),
         (["run", "--data.name=imagenet"],
-         "config key data.name: expected one of mnist1d, digits, mnist5k, cifar10, npz, custom, got 'imagenet'"),
+         "config key data.name: expected one of mnist1d, digits, mnist5k, cifar10, npz, custom, stdlib, tokens, "
+         "got 'imagenet'"),
         (["run", "--optim.lrr=1"], "unknown config key 'optim.lrr'"),
         (["run", "--optim.lr=abc"], "config key optim.lr: expected float, got 'abc'"),
         (["run", "--train.batch_size=1.5"], "config key train.batch_size: expected int"),

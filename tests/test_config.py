@@ -52,7 +52,8 @@ def test_overrides_from_python_dict() -> None:
         ("optim=1", "is a section"),
         ("optim.lr", "not of the form"),
         ("data.name=imagenet",
-         "config key data.name: expected one of mnist1d, digits, mnist5k, cifar10, npz, custom, got 'imagenet'"),
+         "config key data.name: expected one of mnist1d, digits, mnist5k, cifar10, npz, custom, stdlib, tokens, "
+             "got 'imagenet'"),
     ],
 )
 def test_bad_overrides_name_the_key_in_one_line(override: str, fragment: str) -> None:
@@ -91,6 +92,7 @@ def test_every_enum_field_is_a_literal_checked_by_type() -> None:
     assert {"optim.name", "schedule.kind", "system.precision", "data.augment", "data.name"} <= set(enums)
     for key, allowed in enums.items():
         for value in allowed:
-            apply_overrides(Config(), {key: value})  # every allowed value is accepted
+            needs = {"data.path": "shards"} if (key, value) == ("data.name", "tokens") else {}  # a rule of its own
+            apply_overrides(Config(), {key: value, **needs})  # every allowed value is accepted
         with pytest.raises(ConfigError, match=f"config key {key}: expected one of {', '.join(allowed)}, got 'nope'"):
             apply_overrides(Config(), [f"{key}=nope"])

@@ -34,8 +34,8 @@ def untuned(cfg: Config, model: Any = None, data: Any = None) -> list[str]:
     """Why the recipe's tuned constants do not apply to a run of `cfg` on `model` and `data` (as passed to
     `train`): [] when they do, or when the recipe has fixed constants. Splits loaded from a DataConfig (as `bench`
     passes them) count as that DataConfig's data, not as data from Python."""
-    if cfg.adapt.mode == "off" or (cfg.adapt.mode == "auto" and not cfg.tuned_for):
-        return []
+    if cfg.adapt.mode == "off" or (cfg.adapt.mode == "auto" and not cfg.tuned_for) or cfg.data.language:
+        return []  # next-token recipes keep their constants: adaptation is measured for classification only
     if cfg.adapt.mode == "on":
         return ["adapt.mode=on"]
     from quicktrain.recipes import load_recipe

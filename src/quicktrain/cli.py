@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seeds", type=int, default=5, help="seeds per recipe (default 5; 20 for claims)")
     bench.add_argument("--ablate", action="store_true", help="also run the first recipe minus each technique")
     bench.add_argument("--out", metavar="DIR", help="where bench.md, bench.json and the plots go")
+    bench.add_argument("--target-from", metavar="RECIPE",
+                       help="this recipe runs first in each seed; its final validation value (e.g. nanogpt's loss "
+                            "after its 2000 steps) is that seed's target for the others")
     _common(bench)
 
     lr = sub.add_parser("lr-find", help="LR range test on the recipe's real model and data; suggests the peak LR",
@@ -112,6 +115,22 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--compare", choices=("grid",), help="also run the space as a grid and compare compute")
     tune.add_argument("--run-dir", metavar="DIR", help="where the best recipe, tune.md, trials.json and plots go")
     _common(tune)
+
+    prep = sub.add_parser("prepare-text", help="write a text corpus (a UTF-8 file or a directory of them) as token "
+                          "shards in nanoGPT's layout (train.bin, val.bin, meta.pkl)", allow_abbrev=False)
+    prep.add_argument("source", help="a text file or a directory of text files")
+    prep.add_argument("out", help="the directory to write (data.path= for training)")
+    prep.add_argument("--tokenizer", choices=("bytes", "bpe"), default="bytes",
+                      help="bytes (vocabulary 256, default) or a byte-level BPE trained on the corpus (tokenizers)")
+    prep.add_argument("--vocab-size", type=int, default=0, help="BPE vocabulary size (default 4096)")
+
+    sample = sub.add_parser("sample", help="print text from a trained next-token run", allow_abbrev=False)
+    sample.add_argument("run_dir", metavar="RUN_DIR")
+    sample.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    sample.add_argument("--tokens", type=int, default=256, help="new tokens to generate")
+    sample.add_argument("--temperature", type=float, default=0.8)
+    sample.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
+    sample.add_argument("--seed", type=int, default=0)
 
     sub.add_parser("recipes", help="list the built-in recipes", allow_abbrev=False)
     return parser
@@ -154,6 +173,10 @@ def _dispatch(argv: list[str], origin: float) -> int:
 
         print("\n".join(BUILTIN))
         return 0
+    if args.command in ("prepare-text", "sample"):
+        if rest:
+            raise UserError(f"{args.command} takes no config overrides (got {rest[0]!r})")
+        return _prepare_text(args) if args.command == "prepare-text" else _sample(args)
     if args.command == "resume":
         if rest:
             raise UserError(f"resume takes no config overrides (got {rest[0]!r}): a resumed run keeps its config")
@@ -206,11 +229,19 @@ def _train_and_report(cfg: Any, run_dir: Path, instance: str | None, prices: str
     from quicktrain.loop import train
 
     _print_config(cfg)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "run.json").exists():  # how the run was started; a resume keeps it
         (run_dir / "run.json").write_text(json.dumps({"instance": instance, "prices": prices}) + "\n")
-    result = train(cfg, run_dir=run_dir, instance=instance, prices_path=prices, progress=progress,
-                   wall_origin=origin, log=lambda m: print(m, flush=True), force=force)
+    try:
+        result = train(cfg, run_dir=run_dir, instance=instance, prices_path=prices, progress=progress,
+                       wall_origin=origin, log=lambda m: print(m, flush=True), force=force)
+    except UserError:
+        if created and not (run_dir / "checkpoints").exists():  # bad input: leave nothing behind
+            import shutil
+
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     _print_summary(result)
     print(json.dumps(result.to_json()), flush=True)
     return 0
@@ -276,8 +307,29 @@ def _bench(args: argparse.Namespace, overrides: list[str]) -> int:
     configs = [_configure(r, overrides) for r in args.recipes]
     out = Path(args.out) if args.out else Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
     summary = run_bench(configs, seeds=args.seeds, ablate=args.ablate, out_dir=out, instance=args.instance,
-                        prices_path=args.prices, progress=not args.no_progress, log=lambda m: print(m, flush=True))
+                        prices_path=args.prices, progress=not args.no_progress, log=lambda m: print(m, flush=True),
+                        target_from=args.target_from)
     print(json.dumps(summary), flush=True)
+    return 0
+
+
+def _prepare_text(args: argparse.Namespace) -> int:
+    from quicktrain.data.corpus import prepare_text
+
+    if args.vocab_size < 0 or (args.vocab_size and args.tokenizer == "bytes"):
+        raise UserError("--vocab-size is for --tokenizer bpe (a positive number of tokens)")
+    summary = prepare_text(Path(args.source), Path(args.out), tokenizer=args.tokenizer, vocab_size=args.vocab_size)
+    print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in summary.items()}), flush=True)
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from quicktrain.lm_run import sample_text
+
+    if args.tokens < 1 or args.temperature <= 0 or args.top_k < 0:
+        raise UserError("sample: --tokens must be >= 1, --temperature > 0 and --top-k >= 0")
+    print(sample_text(Path(args.run_dir), args.prompt, args.tokens, args.temperature, args.top_k or None, args.seed,
+                      warn=lambda m: print(m, file=sys.stderr)))
     return 0
 
 
@@ -298,11 +350,15 @@ def _print_summary(result: Any) -> None:
     from quicktrain.report import format_pct, format_seconds, format_usd, markdown_table
 
     util = f"{100 * result.utilisation:.1f}%" if result.utilisation is not None else "–"
+    lm = result.metric == "loss"
+    target = f"loss {result.target:.4g}" if lm else format_pct(result.target)
+    figure = ["test loss / validation loss", f"{result.test_loss:.4f} / {result.val_loss:.4f}"] if lm else \
+        ["test accuracy", format_pct(result.test_acc)]
     rows = [
-        ["reached target", f"{'yes' if result.reached_target else 'no'} ({format_pct(result.target)} validation)"],
+        ["reached target", f"{'yes' if result.reached_target else 'no'} ({target} validation)"],
         ["time to target (train clock)", format_seconds(result.seconds_to_target)],
         ["train clock / wall", f"{format_seconds(result.train_seconds)} / {format_seconds(result.wall_seconds)}"],
-        ["test accuracy", format_pct(result.test_acc)],
+        figure,
         ["stopped by", result.stopped_by],
         ["adaptive defaults", "; ".join(result.adapted) if result.adapted else "no (the recipe's constants)"],
         ["steps / samples / epochs", f"{result.steps} / {result.samples} / {result.epochs:.2f}"],

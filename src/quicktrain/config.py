@@ -43,8 +43,9 @@ class Mnist1dArgs:
 @dataclass(frozen=True)
 class DataConfig:
     # built-in (mnist1d, digits, mnist5k), a file format read from `path` (cifar10, npz), or data from Python (custom)
-    name: Literal["mnist1d", "digits", "mnist5k", "cifar10", "npz", "custom"] = "mnist1d"
-    path: str = ""  # cifar10: directory of binary batches; npz: file with `x` and `y`
+    # language modelling (a next-token task): stdlib (built-in corpus) or tokens (a shard directory at `path`)
+    name: Literal["mnist1d", "digits", "mnist5k", "cifar10", "npz", "custom", "stdlib", "tokens"] = "mnist1d"
+    path: str = ""  # cifar10: directory of binary batches; npz: file with `x` and `y`; LM: a token shard directory
     mnist1d: Mnist1dArgs = field(default_factory=Mnist1dArgs)
     val_fraction: float = 0.1  # of the training part, for data without a validation split of its own
     test_fraction: float = 0.2  # of all examples, for data without a test split of its own
@@ -53,6 +54,9 @@ class DataConfig:
     shift: int = 4  # 1-D: max |shift| in samples; 2-D: crop padding in pixels
     num_classes: int = 0  # 0 = infer (max label + 1); labels outside [0, num_classes) are an error
     resident_max_mb: float = 2048.0  # datasets up to this size stay as tensors on the device
+    stream: Literal["auto", "on", "off"] = "auto"  # auto: stream from disk only what exceeds resident_max_mb
+    context: int = 256  # LM: tokens per training window (the model's context)
+    eval_tokens: int = 65536  # LM: validation (and test) tokens evaluated at each check, fixed windows
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
         yield "val_fraction", 0 < self.val_fraction < 1, "must be in (0, 1)"
@@ -60,9 +64,40 @@ class DataConfig:
         yield "shift", self.shift >= 0, "must be >= 0"
         yield "num_classes", self.num_classes >= 0, "must be >= 0 (0 = infer from the labels)"
         yield "resident_max_mb", self.resident_max_mb >= 0, "must be >= 0"
+        yield "context", self.context >= 2, "must be >= 2"
+        yield "eval_tokens", self.eval_tokens >= 1, "must be >= 1"
+        yield "path", self.name != "tokens" or bool(self.path), "data.name=tokens needs data.path (a shard directory)"
+
+    @property
+    def language(self) -> bool:
+        """A next-token task (quicktrain.tasks.NextToken) rather than classification."""
+        return self.name in LM_DATASETS
 
 
 DATASETS = typing.get_args(typing.get_type_hints(DataConfig)["name"])
+LM_DATASETS = ("stdlib", "tokens")
+
+
+@dataclass(frozen=True)
+class GPTArgs:
+    """The `gpt` model (quicktrain.models.gpt). Defaults: the modern toggles on (modded-nanogpt's speedrun), each one
+    a row of `bench --ablate`; all off with tied_head on is nanoGPT's GPT-2."""
+
+    layers: int = 4
+    heads: int = 4
+    width: int = 128
+    rotary: bool = True  # rotary position embeddings (Su et al. 2021) instead of learned positions
+    qk_norm: bool = True  # RMS-normalised queries and keys (Dehghani et al. 2023; modded-nanogpt)
+    relu2: bool = True  # ReLU^2 MLP (So et al. 2021, "Primer") instead of GELU
+    tied_head: bool = False  # output head shares the token embedding (GPT-2, nanoGPT)
+    zero_init: bool = True  # output projections start at zero (modded-nanogpt), else GPT-2's scaled normal
+    dropout: float = 0.0
+
+    def rules(self) -> Iterable[tuple[str, bool, str]]:
+        yield "layers", self.layers >= 1, "must be >= 1"
+        yield "heads", self.heads >= 1, "must be >= 1"
+        yield "width", self.width >= 1 and self.width % max(1, self.heads) == 0, "must be a multiple of heads"
+        yield "dropout", 0 <= self.dropout < 1, "must be in [0, 1)"
 
 
 @dataclass(frozen=True)
@@ -70,6 +105,7 @@ class ModelConfig:
     name: str = "fastnet1d"  # a key of quicktrain.models.MODELS
     channels: tuple[int, ...] = ()  # per-stage widths; () = the model's own default
     strides: tuple[int, ...] = ()  # per-stage strides, for models that take them (fastnet1d); () = the model's default
+    gpt: GPTArgs = field(default_factory=GPTArgs)  # the gpt model's shape and toggles (context: data.context)
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
         yield "channels", all(c > 0 for c in self.channels), "widths must be > 0"
@@ -78,7 +114,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: Literal["adamw", "sgd", "adam"] = "adamw"  # sgd: Nesterov, decoupled decay; adam: torch's coupled L2
+    # sgd: Nesterov, decoupled decay; adam: torch's coupled L2; muon: Muon on hidden 2-D weights, AdamW on the rest
+    name: Literal["adamw", "sgd", "adam", "muon"] = "adamw"
     lr: float = 4e-2  # peak LR at train.batch_size examples per step
     weight_decay: float = 0.0  # decoupled for adamw/sgd (Loshchilov & Hutter 2019), L2 for adam
     no_decay_1d: bool = True  # no decay on norm weights, biases and other 1-d parameters
@@ -87,6 +124,8 @@ class OptimConfig:
     eps: float = 1e-8
     grad_clip: float = 0.0  # max global gradient norm; 0 = off
     lr_find: bool = False  # run the LR range test first and use its suggestion as the peak LR (quicktrain.lr_find)
+    muon_lr_scale: float = 1.0  # muon: the Muon groups' LR as a multiple of the peak LR (AdamW groups take it as is)
+    muon_momentum: float = 0.95  # muon: Nesterov momentum of the Muon groups (modded-nanogpt)
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
         yield "lr", self.lr > 0, "must be > 0"
@@ -95,6 +134,8 @@ class OptimConfig:
         yield "momentum", 0 <= self.momentum < 1, "must be in [0, 1)"
         yield "eps", self.eps > 0, "must be > 0"
         yield "grad_clip", self.grad_clip >= 0, "must be >= 0"
+        yield "muon_lr_scale", self.muon_lr_scale > 0, "must be > 0"
+        yield "muon_momentum", 0 <= self.muon_momentum < 1, "must be in [0, 1)"
 
 
 @dataclass(frozen=True)
@@ -133,8 +174,10 @@ class ScheduleConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: float = 3.0  # budget: passes over the training split
+    steps: int = 0  # budget in steps of train.batch_size instead (LM recipes count iterations); 0 = use epochs
+    eval_every_steps: int = 0  # checks every k steps of train.batch_size instead of eval_every epochs; 0 = off
     batch_size: int = 192  # examples per step (the final size when the batch ramp is on)
-    target: float = 0.94  # validation accuracy to reach; 0 = no target
+    target: float = 0.94  # validation metric to reach (classification: accuracy; LM: loss, lower); 0 = no target
     stop_on_target: bool = True  # stop at the first validation check that reaches the target
     max_seconds: float = 0.0  # train-clock budget in seconds; 0 = none
     eval_every: float = 1.0  # epochs between validation checks (there is always one at the end)
@@ -145,7 +188,9 @@ class TrainConfig:
     def rules(self) -> Iterable[tuple[str, bool, str]]:
         yield "epochs", self.epochs > 0, "must be > 0"
         yield "batch_size", self.batch_size >= 1, "must be >= 1"
-        yield "target", 0 <= self.target <= 1, "must be in [0, 1] (a fraction, e.g. 0.94)"
+        yield "target", self.target >= 0, "must be >= 0 (an accuracy in [0, 1] or a loss)"
+        yield "steps", self.steps >= 0, "must be >= 0"
+        yield "eval_every_steps", self.eval_every_steps >= 0, "must be >= 0"
         yield "max_seconds", self.max_seconds >= 0, "must be >= 0"
         yield "eval_every", self.eval_every > 0, "must be > 0"
         yield "eval_from", 0 <= self.eval_from <= 1, "must be in [0, 1]"
@@ -232,7 +277,8 @@ class Config:
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
-        return ()
+        if not self.data.language:  # an accuracy; an LM's target is a loss in nats per token
+            yield "train.target", self.train.target <= 1, "must be in [0, 1] for classification (e.g. 0.94)"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -285,7 +331,10 @@ def check_config(cfg: Any, path: str = "") -> Any:
             check_config(value, key + ".")
     for name, ok, message in cfg.rules():
         if not ok:
-            raise ConfigError(f"config key {path}{name}: {message} (got {getattr(cfg, name)!r})")
+            value = cfg
+            for part in name.split("."):  # a rule of Config may name a key of a section
+                value = getattr(value, part)
+            raise ConfigError(f"config key {path}{name}: {message} (got {value!r})")
     return cfg
 
 

@@ -29,8 +29,9 @@ from quicktrain.checkpointer import Checkpointer, NullCheckpointer
 from quicktrain.config import Config, check_config
 from quicktrain.errors import TrainingDiverged
 from quicktrain.lr_find import sweep
+from quicktrain.optim import set_lr
 from quicktrain.methods.progressive_resize import resize
-from quicktrain.methods.registry import input_size
+from quicktrain.methods.registry import examples, full_size, input_size
 from quicktrain.recipes import load_recipe
 from quicktrain.result import Result
 from quicktrain.run import Run, build_run
@@ -84,7 +85,8 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
     """Train until the target, the budget or a stop; return the loop's counters and metrics."""
     tc, total = run.cfg.train, run.total
     pending: list[Tensor] = []  # this window's losses, checked for NaN every NAN_CHECK_EVERY steps
-    interval = max(1, int(tc.eval_every * run.n_train))
+    interval = run.interval
+    key = "val_" + run.task.metric  # what the target, the bar and the schedule's plateau watch
     st = ckpt.begin(run, RunState(next_eval=max(interval, int(tc.eval_from * total))), pending, origin)
     if run.cfg.optim.lr_find and ckpt.resumed is None:  # a resumed run keeps the LR it found
         found = sweep(run)
@@ -98,8 +100,8 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
         run.schedule.peak = st.peak_lr
     at, lr = run.schedule.at, -1.0
     timed = tc.max_seconds > 0 or ckpt.saves
-    bar = _progress_bar(math.ceil(total / tc.batch_size), run.cfg.name, progress)
-    last_val = st.metrics[-1]["val_acc"] if st.metrics else None
+    bar = _progress_bar(math.ceil(total / tc.batch_size), run.cfg.name, progress, run.task.metric)
+    last_val = st.metrics[-1][key] if st.metrics else None
     run.model.train()
     sync(run.device)
     t_seg = time.perf_counter()
@@ -111,8 +113,7 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
             bs, new_lr = at(p)
             if new_lr != lr:
                 lr = st.lr = new_lr
-                for group in run.optimizer.param_groups:
-                    group["lr"] = lr
+                set_lr(run.optimizer, lr)
             x, y = run.next_batch(bs, p)
             st.batch_size, st.size = bs, x.shape[-1]
             pending.append(run.step(x, y))
@@ -122,7 +123,7 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
                 hook(run.model, st.step)
             if st.step % NAN_CHECK_EVERY == 0:
                 _flush(pending, st)
-            bar.update(st.step, val_acc=last_val)
+            bar.update(st.step, value=last_val)
         st.check_due = False
         # ---- at the step boundary: a stop signal, a validation check, a periodic checkpoint ----------------------
         if ckpt.stop:
@@ -135,9 +136,9 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
             _flush(pending, st)
             record = _check(run, st, ckpt, t_seg)
             st.metrics.append(record)
-            st.loss_sum, st.loss_n, last_val = 0.0, 0, record["val_acc"]
+            st.loss_sum, st.loss_n, last_val = 0.0, 0, record[key]
             ckpt.metric(record)
-            value = record["val_" + run.task.metric]
+            value = record[key]
             reached = run.task.reached(value, tc.target)
             if reached and st.reached_at is None:
                 st.reached_at = len(st.metrics) - 1
@@ -226,6 +227,8 @@ def _result(run: Run, st: RunState, ckpt: NullCheckpointer, price: Any, adapted_
         instance=price.instance, cost_usd_on_demand=on_demand, cost_usd_spot=spot, price_date=price.date,
         price_source=price.source, torch_version=torch.__version__, weights_sha256=weights_sha256(run.model),
         restarts=len(st.restarts), seconds_lost_to_restarts=sum(r["lost_seconds"] for r in st.restarts),
+        metric=run.task.metric, val_loss=last.get("val_loss"), test_loss=last.get("test_loss"),
+        test_loss_at_target=at.get("test_loss") if at else None, data_path=run.data_path,
         peak_lr=cfg.optim.lr, run_dir=ckpt.path, adapted=adapted_for, stopped_by=st.stopped_by,
         notes=guard_notes(run.cfg, st.metrics, st.stopped_by, st.reached_at is not None, bool(adapted_for)),
         metrics=st.metrics)
@@ -233,7 +236,7 @@ def _result(run: Run, st: RunState, ckpt: NullCheckpointer, price: Any, adapted_
 
 def _shapes(cfg: Config, run: Run, steps: int) -> Counter[tuple[int, int]]:
     """How many steps ran at each (batch size, input size): the loop's schedule replayed, not tracked per step."""
-    schedule, full = make_schedule(cfg, run.total, run.n_train).at, max(run.splits.input_shape[1:])
+    schedule, full = make_schedule(cfg, run.total, run.n_train).at, full_size(run.splits)
     counts: Counter[tuple[int, int]] = Counter()
     samples = 0
     for _ in range(steps):
@@ -246,11 +249,13 @@ def _shapes(cfg: Config, run: Run, steps: int) -> Counter[tuple[int, int]]:
 
 def _step_flops(run: Run, shape: tuple[int, int]) -> float:
     n, size = shape
-    x = resize(run.splits.train.x[:n].to(run.device), size)
-    return measure.count_train_flops(run.model, x, run.splits.train.y[:n].to(run.device), run.task.loss)
+    ex = examples(run.splits)
+    x, y = resize(ex.x[:n].to(run.device), size), ex.y[:n].to(run.device)
+    y = y[:, :x.shape[1]] if y.ndim == 2 else y  # token targets are cropped with their inputs
+    return measure.count_train_flops(run.model, x, y, run.task.loss)
 
 
-def _progress_bar(total_steps: int, name: str, enabled: bool) -> Any:
+def _progress_bar(total_steps: int, name: str, enabled: bool, metric: str) -> Any:
     from quicktrain.progress import TrainProgress
 
-    return TrainProgress(total_steps, description=name, enabled=enabled)
+    return TrainProgress(total_steps, description=name, enabled=enabled, metric=metric)

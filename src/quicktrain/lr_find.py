@@ -30,9 +30,8 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from quicktrain.config import Config, check_config
-from quicktrain.data.batches import DeviceBatches
 from quicktrain.methods.augment import Augment
-from quicktrain.optim import make_optimizer
+from quicktrain.optim import make_optimizer, set_lr
 from quicktrain.precision import Precision
 from quicktrain.runtime import derive_seed
 from quicktrain.schedules import lr_batch_scale
@@ -143,7 +142,7 @@ def _sweep(run: Run, start_lr: float, end_lr: float, steps: int, t0: float) -> L
     n = run.n_train
     steps = max(3, min(steps, n))  # at most one epoch of examples in total
     batch = max(1, min(cfg.train.batch_size, n // steps))
-    batches = DeviceBatches(run.batches.x, run.batches.y, seed=derive_seed(cfg.train.seed, "lr-find"))
+    batches = run.batches.fork(derive_seed(cfg.train.seed, "lr-find"))  # the same data in its own order
     augment = Augment(run.splits.augment, cfg.data.shift, device, derive_seed(cfg.train.seed, "augment")) \
         if run.splits.augment != "none" and cfg.data.shift > 0 else None
     optimizer = make_optimizer(net, replace(cfg.optim, lr=start_lr), device)
@@ -152,8 +151,7 @@ def _sweep(run: Run, start_lr: float, end_lr: float, steps: int, t0: float) -> L
     lrs, losses, best, stopped = [], [], math.inf, "reached end_lr"
     for i in range(steps):
         lr = start_lr * factor**i
-        for g in optimizer.param_groups:
-            g["lr"] = lr
+        set_lr(optimizer, lr)
         x, y = batches.next(batch)
         if augment is not None:
             x, y = augment.on_batch(x, y, 0.0)
@@ -168,6 +166,8 @@ def _sweep(run: Run, start_lr: float, end_lr: float, steps: int, t0: float) -> L
         if current > DIVERGE * best:
             stopped = f"diverged at lr {lr:.3g} (smoothed loss > {DIVERGE:g}x its best)"
             break
+    if hasattr(batches, "close"):  # a streamed source's DataLoader workers, or open files
+        batches.close()
     smoothed = smooth(losses)
     to_recipe = lr_batch_scale(cfg.train.batch_size, batch, cfg.schedule.lr_batch_rule)
     rules = {k: v * to_recipe for k, v in suggest(lrs, smoothed).items()}

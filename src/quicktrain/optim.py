@@ -5,6 +5,8 @@
 - SGD with Nesterov momentum and *decoupled* decay (the paper's SGDW): torch's SGD adds the decay to the gradient, so
   the decay is applied here as p <- p * (1 - lr * wd) before the update, exactly as AdamW does it.
 - Adam with coupled L2 (decay added to the gradient): torch's default, kept for the `plain` recipe and the ablation.
+- Muon + AdamW (`muon`, quicktrain.muon): each group carries `lr_scale`, the multiple of the schedule's LR it
+  takes (`set_lr`), so one schedule drives both.
 - `param_groups`: weight decay only on parameters with >= 2 dims (the rule nanoGPT uses). Decaying BatchNorm/LayerNorm
   gains and biases shrinks them toward zero for no regularisation benefit (Goyal et al. 2017 sec. 5; Jia et al. 2018).
 """
@@ -66,6 +68,18 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> 
         raise UserError("model has no trainable parameters (every requires_grad is False): unfreeze at least one")
     if cfg.name == "sgd":
         return DecoupledSGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.name == "muon":  # Muon on hidden 2-D weights, AdamW on the rest (quicktrain.muon)
+        from quicktrain.muon import MuonAdamW
+
+        return MuonAdamW(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas,
+                         muon_lr_scale=cfg.muon_lr_scale, muon_momentum=cfg.muon_momentum,
+                         no_decay_1d=cfg.no_decay_1d)
     cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
     return cls(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=_fused_ok(model, device))
 
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's LR to `lr` times the group's `lr_scale` (1 unless the optimizer gives one)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -31,13 +31,14 @@ def _num(x: Any) -> float | None:
 
 
 def _points(metrics: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    """(train seconds, accuracy in %) for the checks where both are known."""
+    """(train seconds, value) for the checks where both are known: accuracies in %, losses as they are."""
+    scale = 1.0 if key.endswith(("loss", "bpb")) else 100.0
     xs, ys = [], []
     for m in metrics:
         x, y = _num(m.get("train_seconds")), _num(m.get(key))
         if x is not None and y is not None:
             xs.append(x)
-            ys.append(100 * y)
+            ys.append(scale * y)
     return xs, ys
 
 
@@ -61,9 +62,12 @@ def _no_data(ax: Any, what: str = "no data") -> None:
     ax.text(0.5, 0.5, what, transform=ax.transAxes, ha="center", va="center", color="grey")
 
 
-def plot_run(metrics: list[dict[str, Any]], path: Path, target: float | None = None, title: str = "") -> None:
+def plot_run(metrics: list[dict[str, Any]], path: Path, target: float | None = None, title: str = "",
+             metric: str = "acc") -> None:
     """Validation accuracy (solid) and test accuracy (dashed) vs the train clock, the target as a horizontal line and
-    a star where the validation accuracy first reached it."""
+    a star where the validation accuracy first reached it. `metric="loss"` (a next-token run) plots the losses."""
+    if metric == "loss":
+        return _plot_loss(metrics, path, target, title)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     xs, ys = _points(metrics, "val_acc")
@@ -90,17 +94,77 @@ def plot_run(metrics: list[dict[str, Any]], path: Path, target: float | None = N
     _save(fig, plt, path)
 
 
-def _time_span(runs: list[list[dict[str, Any]]]) -> float | None:
+def _plot_loss(metrics: list[dict[str, Any]], path: Path, target: float | None, title: str) -> None:
+    """Validation and test loss (nats per token) vs the train clock, the target loss and where it was first reached."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    lines = (("val_loss", "validation", "-"), ("test_loss", "test", "--"), ("train_loss", "train", ":"))
+    for key, label, style in lines:
+        xs, ys = _points(metrics, key)
+        if xs:
+            ax.plot(xs, ys, lw=1.4, ls=style, label=label, marker="o" if len(xs) < 40 else None, markersize=3)
+    xs, ys = _points(metrics, "val_loss")
+    if not xs:
+        _no_data(ax)
+    if target is not None:
+        ax.axhline(target, color="grey", lw=1, ls=":", label=f"target {target:.4g}")
+        hit = next(((x, y) for x, y in zip(xs, ys) if y <= target + 1e-12), None)
+        if hit is not None:
+            ax.plot(*hit, marker="*", markersize=14, color="C3", zorder=5, ls="none",
+                    label=f"reached at {hit[0]:.3g} s")
+    ax.set_xlabel("train clock (s)")
+    ax.set_ylabel("loss (nats per token)")
+    ax.set_title(title or "loss vs train clock")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right")
+    _save(fig, plt, path)
+
+
+def _loss_curves(curves: dict[str, list[list[dict[str, Any]]]], path: Path, target: float | None, title: str) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    spans = [s for s in (_time_span(runs, "val_loss") for runs in curves.values()) if s is not None]
+    log_x = len(spans) > 1 and max(spans) / min(spans) > 10
+    handles, all_y = [], []
+    for i, (name, runs) in enumerate(curves.items()):
+        colour = f"C{i % 10}"
+        for run in runs:
+            xs, ys = _points(run, "val_loss")
+            if log_x:
+                xs, ys = [x for x in xs if x > 0], [y for x, y in zip(xs, ys) if x > 0]
+            all_y += ys
+            ax.plot(xs, ys, color=colour, lw=0.9, alpha=0.7, marker="o" if len(xs) == 1 else None, markersize=3)
+        handles.append(plt.Line2D([], [], color=colour, lw=2, label=f"{name} ({len(runs)} seeds)"))
+    if not all_y:
+        _no_data(ax)
+    if target:
+        ax.axhline(target, color="grey", lw=1, ls=":")
+        handles.append(plt.Line2D([], [], color="grey", lw=1, ls=":", label=f"target {target:.4g}"))
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel("train clock (s)" + (", log scale" if log_x else ""))
+    ax.set_ylabel("validation loss (nats per token)")
+    ax.set_title(title or "validation loss vs train clock")
+    ax.grid(alpha=0.3, which="both" if log_x else "major")
+    ax.legend(handles=handles, loc="upper right", fontsize=9)
+    _save(fig, plt, path)
+
+
+def _time_span(runs: list[list[dict[str, Any]]], key: str = "val_acc") -> float | None:
     """The longest train clock over a recipe's runs (how far its curves reach)."""
-    ends = [x for run in runs for x in _points(run, "val_acc")[0] if x > 0]
+    ends = [x for run in runs for x in _points(run, key)[0] if x > 0]
     return max(ends) if ends else None
 
 
 def plot_curves(curves: dict[str, list[list[dict[str, Any]]]], path: Path, target: float | None = None,
-                title: str = "") -> None:
+                title: str = "", metric: str = "acc") -> None:
     """Validation accuracy vs the train clock for several recipes: one colour per recipe, one thin line per seed, a
     dot where each seed first reached the target. The time axis is logarithmic when the recipes' time spans differ by
-    more than 10x (otherwise the fast recipe is a vertical line at the left edge)."""
+    more than 10x (otherwise the fast recipe is a vertical line at the left edge). `metric="loss"`: validation loss
+    (lower is better), the target a loss."""
+    if metric == "loss":
+        return _loss_curves(curves, path, target, title)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     spans = [s for s in (_time_span(runs) for runs in curves.values()) if s is not None]

@@ -29,8 +29,9 @@ class TrainProgress:
     is a terminal, a Console only when it says it is one (so `Console(force_terminal=True, file=...)` draws)."""
 
     def __init__(self, total_steps: int, description: str = "train", enabled: bool = True,
-                 stream: IO[str] | Any = None) -> None:
+                 stream: IO[str] | Any = None, metric: str = "acc") -> None:
         self.total_steps = max(1, int(total_steps))
+        self.metric = metric  # acc: shown as a percentage; loss (a next-token task): as nats per token
         self.description = description
         self._step = 0
         self._val_acc: float | None = None
@@ -75,12 +76,13 @@ class TrainProgress:
         self._last_check, self._last_check_calls, self._last_draw = now, 0, -math.inf
         self._next_check = 1
 
-    def update(self, step: int, *, val_acc: float | None = None, loss: float | None = None) -> None:
-        """Record the step just finished (and the latest validation accuracy / loss, if given); redraw at most
-        ~10 times a second."""
+    def update(self, step: int, *, val_acc: float | None = None, loss: float | None = None,
+               value: float | None = None) -> None:
+        """Record the step just finished (and the latest validation figure in the bar's metric, `value` or its
+        old name `val_acc`, and training loss, if given); redraw at most ~10 times a second."""
         self._step = step
-        if val_acc is not None:
-            self._val_acc = val_acc
+        if value is not None or val_acc is not None:
+            self._val_acc = value if value is not None else val_acc
         if loss is not None:
             self._loss = loss
         self._calls += 1
@@ -106,7 +108,8 @@ class TrainProgress:
     def _draw(self) -> None:
         if self._step > self.total_steps:  # the step estimate was low (e.g. a batch-size ramp): grow, don't overflow
             self.total_steps = self._step
-        acc = f"{100 * self._val_acc:.2f}%" if self._val_acc is not None else "–"
+        acc = "–" if self._val_acc is None else f"{100 * self._val_acc:.2f}%" if self.metric == "acc" else \
+            f"{self.metric} {self._val_acc:.4f}"
         loss = f"{float(self._loss):.4f}" if self._loss is not None else "–"
         self._progress.update(self._task, total=self.total_steps, completed=self._step, acc=acc, loss=loss)
         self._progress.refresh()

@@ -21,7 +21,7 @@ _SHOWN = {
     "recipe", "seed", "target", "reached_target", "seconds_to_target", "train_seconds", "wall_seconds", "test_acc",
     "test_acc_at_target", "val_acc", "steps", "samples", "epochs", "flops", "utilisation", "peak_flops", "precision",
     "compile", "channels_last", "device", "instance", "cost_usd_on_demand", "cost_usd_spot", "price_date",
-    "price_source", "torch_version", "git_commit", "run_dir",
+    "price_source", "torch_version", "git_commit", "run_dir", "metric", "val_loss", "test_loss", "test_loss_at_target",
 }
 
 
@@ -129,14 +129,16 @@ def _cell(value: Any) -> str:
 
 def write_run_report(run_dir: Path, result: dict[str, Any], config: dict[str, Any],
                      metrics: list[dict[str, Any]]) -> None:
-    """Write run_dir/report.md and run_dir/accuracy.png for one finished run."""
+    """Write run_dir/report.md and run_dir/accuracy.png (loss.png for a next-token run) for one finished run."""
     from quicktrain.plots import plot_run
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     target = result.get("target")
     title = f"{result.get('recipe', 'run')} (seed {result.get('seed', DASH)})"
-    plot_run(metrics, run_dir / "accuracy.png", target=target if _finite(target) and target else None, title=title)
+    lm = result.get("metric") == "loss"
+    plot_run(metrics, run_dir / ("loss.png" if lm else "accuracy.png"), target=target if _finite(target) and target
+             else None, title=title, metric=result.get("metric", "acc"))
     (run_dir / "report.md").write_text(run_report_markdown(result, config, metrics))
 
 
@@ -149,7 +151,8 @@ def run_report_markdown(result: dict[str, Any], config: dict[str, Any], metrics:
         *choices_section(result),
         "## Numbers", "", numbers_table(result), "",
         "## Config", "", "```json", config_json, "```", "",
-        "## Metrics", "", metrics_table(metrics), "",
+        "## Metrics", "", metrics_table(metrics, metric=result.get("metric", "acc")), "",
+        "![validation loss vs train clock](loss.png)" if result.get("metric") == "loss" else
         "![validation accuracy vs train clock](accuracy.png)", "",
     ]
     return "\n".join(parts)
@@ -183,8 +186,29 @@ def _wall_at_target(result: dict[str, Any], metrics: list[dict[str, Any]]) -> fl
     return hit.get("wall_seconds") if hit else result.get("wall_seconds")
 
 
+def _loss(v: Any) -> str:
+    return f"{v:.4f}" if _finite(v) else DASH
+
+
+def _lm_headline(result: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
+    """The headline of a next-token run: the target is a validation loss (nats per token), lower is better."""
+    target = result.get("target")
+    if result.get("reached_target"):
+        test = result.get("test_loss_at_target")
+        return (f"reached validation loss {_loss(target)} in {format_seconds(result.get('seconds_to_target'))} "
+                f"(train clock) / {format_seconds(_wall_at_target(result, metrics))} wall; test loss {_loss(test)}")
+    vals = [m["val_loss"] for m in metrics if _finite(m.get("val_loss"))]
+    best = min(vals) if vals else result.get("val_loss")
+    goal = f"did not reach validation loss {_loss(target)}" if _finite(target) and target > 0 else "trained"
+    return (f"{goal} in {format_seconds(result.get('train_seconds'))} (train clock) / "
+            f"{format_seconds(result.get('wall_seconds'))} wall; best validation loss {_loss(best)}, final test loss "
+            f"{_loss(result.get('test_loss'))}")
+
+
 def headline(result: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
-    """One sentence: reached (or not) the target, in what time on each clock, at what test accuracy."""
+    """One sentence: reached (or not) the target, in what time on each clock, at what test accuracy (or loss)."""
+    if result.get("metric") == "loss":
+        return _lm_headline(result, metrics)
     target = _target_pct(result.get("target"))
     if result.get("reached_target"):
         test = result.get("test_acc_at_target")
@@ -208,16 +232,23 @@ def numbers_table(result: dict[str, Any]) -> str:
              f"channels_last {_format_value(r('channels_last'))}")
     cost = (f"{format_usd(r('cost_usd_on_demand'))} on-demand, {format_usd(r('cost_usd_spot'))} spot on "
             f"{r('instance') or DASH} (prices of {r('price_date') or DASH}, source: {r('price_source') or DASH})")
+    lm = r("metric") == "loss"
+    figures = [["test loss (end, nats/token)", _loss(r("test_loss"))],
+               ["test loss at target", _loss(r("test_loss_at_target"))],
+               ["validation loss (end)", _loss(r("val_loss"))],
+               ["next-token accuracy (test, end)", format_pct(r("test_acc"))]] if lm else [
+        ["test accuracy (end)", format_pct(r("test_acc"))],
+        ["test accuracy at target", format_pct(r("test_acc_at_target"))],
+        ["validation accuracy (end)", format_pct(r("val_acc"))]]
     rows = [
         ["recipe / seed", f"{r('recipe', DASH)} / {_format_value(r('seed'))}"],
-        ["target (validation)", _target_pct(r("target"))],
+        ["target (validation)", (f"loss {_loss(r('target'))}" if r("target") else DASH) if lm else
+         _target_pct(r("target"))],
         ["reached target", _format_value(r("reached_target"))],
         ["time to target (train clock)", format_seconds(r("seconds_to_target"))],
         ["train clock", format_seconds(r("train_seconds"))],
         ["wall clock", format_seconds(r("wall_seconds"))],
-        ["test accuracy (end)", format_pct(r("test_acc"))],
-        ["test accuracy at target", format_pct(r("test_acc_at_target"))],
-        ["validation accuracy (end)", format_pct(r("val_acc"))],
+        *figures,
         ["steps / samples / epochs", f"{_format_value(r('steps'))} / {_format_value(r('samples'))} / "
                                      f"{_format_value(r('epochs'))}"],
         ["model FLOPs (train)", _format_flops(r("flops"))],
@@ -253,14 +284,20 @@ _METRIC_COLUMNS = (  # (key, header, formatter)
     ("val_acc", "val acc", format_pct),
     ("test_acc", "test acc", format_pct),
 )
+_LM_COLUMNS = _METRIC_COLUMNS[:-2] + (  # a next-token run: losses first; accuracy is next-token accuracy
+    ("test_loss", "test loss", lambda v: f"{v:.4f}" if _finite(v) else DASH),
+    ("val_bpb", "val bits/byte", lambda v: f"{v:.4f}" if _finite(v) else DASH),
+    ("val_acc", "val next-token acc", format_pct),
+)
 
 
-def metrics_table(metrics: list[dict[str, Any]], max_rows: int = MAX_METRIC_ROWS) -> str:
+def metrics_table(metrics: list[dict[str, Any]], max_rows: int = MAX_METRIC_ROWS, metric: str = "acc") -> str:
     """The checks as a table, evenly thinned to at most `max_rows` rows (metrics.jsonl has them all)."""
     if not metrics:
         return "(no evaluations were recorded)"
+    columns = _LM_COLUMNS if metric == "loss" else _METRIC_COLUMNS
     keep = _subsample(len(metrics), max_rows)
-    rows = [[fmt(metrics[i].get(key)) for key, _, fmt in _METRIC_COLUMNS] for i in keep]
+    rows = [[fmt(metrics[i].get(key)) for key, _, fmt in columns] for i in keep]
     shown = f"{len(keep)} of {len(metrics)} checks shown; every check is in metrics.jsonl.\n\n"
     note = shown if len(keep) < len(metrics) else ""
-    return note + markdown_table([h for _, h, _ in _METRIC_COLUMNS], rows, align="r" * len(_METRIC_COLUMNS))
+    return note + markdown_table([h for _, h, _ in columns], rows, align="r" * len(columns))

@@ -15,7 +15,7 @@ class Result:
     seconds_to_target: float | None  # train clock at the first validation check that reached the target
     train_seconds: float
     wall_seconds: float
-    test_acc: float  # at the end of the run (= at the target when the run stops on it)
+    test_acc: float  # at the end of the run (= at the target when the run stops on it); LM: next-token accuracy
     test_acc_at_target: float | None
     val_acc: float
     steps: int
@@ -43,7 +43,26 @@ class Result:
     adapted: list[str] = field(default_factory=list)  # why the recipe's constants were replaced (quicktrain.adapt)
     stopped_by: str = ""  # target | budget | max_seconds | schedule | on_eval
     notes: list[str] = field(default_factory=list)  # the never-worse-than-plain guard's findings, for the report
+    metric: str = "acc"  # what the target is in: acc (higher is better) or loss (nats per token, lower is better)
+    val_loss: float | None = None  # at the end of the run
+    test_loss: float | None = None
+    test_loss_at_target: float | None = None
+    data_path: str = ""  # how the training data was read: resident | streamed (printed at setup too)
     metrics: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric != "loss"
+
+    @property
+    def val_value(self) -> float:
+        """The final validation figure in the target's metric."""
+        return float(getattr(self, f"val_{self.metric}"))
+
+    @property
+    def test_value(self) -> float:
+        """The final test figure in the target's metric."""
+        return float(getattr(self, f"test_{self.metric}"))
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)

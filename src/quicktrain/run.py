@@ -20,30 +20,33 @@ from torch import Tensor, nn
 from quicktrain import measure
 from quicktrain.autotune import Choices, autotune, cache_key
 from quicktrain.config import Config
+from quicktrain.errors import ConfigError
 from quicktrain.data import Splits, load_data
 from quicktrain.data.batches import DeviceBatches
+from quicktrain.data.lm import TokenSplits, lm_batches, load_lm
+from quicktrain.data.stream import StreamedSplits, stream_batches
 from quicktrain.methods import EMA, Method, hooks
 from quicktrain.methods.registry import build_methods
 from quicktrain.models import build_model
-from quicktrain.models.contract import prepare_model
+from quicktrain.models.contract import prepare_model, prepare_lm
 from quicktrain.optim import make_optimizer
 from quicktrain.precision import Precision
 from quicktrain.runtime import derive_seed, pick_device, seed_everything
 from quicktrain.schedules import Schedule, make_schedule
 from quicktrain.step import train_step
-from quicktrain.tasks import Classification
+from quicktrain.tasks import Classification, NextToken, Task
 
 
 @dataclass
 class Run:
     cfg: Config
     device: torch.device
-    splits: Splits
-    task: Classification
+    splits: Splits | StreamedSplits | TokenSplits
+    task: Task
     model: nn.Module  # owns the parameters: checkpointed, hashed, clipped
     net: nn.Module  # what the step calls: the model, or its torch.compile wrapper
     optimizer: torch.optim.Optimizer
-    batches: DeviceBatches
+    batches: Any  # DeviceBatches, or for a next-token task ResidentWindows / TokenWindows (quicktrain.data.lm)
     methods: list[Method]
     precision: Precision
     choices: Choices
@@ -51,13 +54,15 @@ class Run:
     test: tuple[Tensor, Tensor]
     total: int  # samples in the budget: progress = samples seen / total
     schedule: Schedule  # progress -> (batch size, LR); observes each check (warmup-stable-decay)
+    interval: int = 1  # samples between validation checks
+    data_path: str = "resident"  # how training batches are read: resident (tensors on the device) | streamed
     adapted: bool = False  # the adaptive defaults replaced the recipe's constants (quicktrain.adapt)
     on_batch: list[Callable[..., Any]] = field(default_factory=list)
     after_step: list[Callable[..., Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.on_batch, self.after_step = hooks(self.methods, "on_batch"), hooks(self.methods, "after_step")
-        self._cl_input = self.choices.channels_last and self.batches.x.ndim == 4
+        self._cl_input = self.choices.channels_last and len(self.splits.input_shape) == 3
 
     @property
     def eval_model(self) -> nn.Module:
@@ -101,17 +106,38 @@ def build_run(cfg: Config, model: nn.Module | None = None, data: Any = None, cho
     if cfg.system.threads:
         torch.set_num_threads(cfg.system.threads)
     seed_everything(tc.seed)
-    splits = load_data(cfg.data, data)
-    model = model if model is not None else build_model(cfg.model, splits.input_shape, splits.num_classes)
-    model = prepare_model(model, splits.train.x[:8], splits.num_classes, device, note=say)  # any nn.Module: contract.py
-    xtr, ytr = splits.train.x.to(device), splits.train.y.to(device)
-    batches = DeviceBatches(xtr, ytr, seed=derive_seed(tc.seed, "order"), sequential=tc.sequential)
+    order_seed = derive_seed(tc.seed, "order")
+    task: Task
+    if cfg.data.language:  # a next-token task: what differs from classification is data, model check and task
+        if data is not None:
+            raise ConfigError("data from Python is not supported for a next-token task: write it as token shards "
+                              "(quicktrain prepare-text) and set data.path")
+        splits = load_lm(cfg.data, sample=max(64, tc.batch_size))
+        model = model if model is not None else build_model(cfg.model, splits.input_shape, splits.num_classes)
+        model = prepare_lm(model, splits.sample.x[:2], splits.vocab_size, device)
+        batches, data_path = lm_batches(splits, cfg.data, order_seed, device, say)
+        task = NextToken(splits.bytes_per_token)
+        examples = splits.sample
+    else:
+        splits = load_data(cfg.data, data)
+        model = model if model is not None else build_model(cfg.model, splits.input_shape, splits.num_classes)
+        if isinstance(splits, StreamedSplits):  # bigger than data.resident_max_mb: through a DataLoader
+            examples = splits.sample
+            model = prepare_model(model, examples.x[:8], splits.num_classes, device, note=say)  # contract.py
+            batches, data_path = stream_batches(splits, order_seed, device, say, sequential=tc.sequential)
+        else:
+            examples, data_path = splits.train, "resident"
+            model = prepare_model(model, examples.x[:8], splits.num_classes, device, note=say)
+            batches = DeviceBatches(examples.x.to(device), examples.y.to(device), seed=order_seed,
+                                    sequential=tc.sequential)
+        task = Classification(cfg.methods.label_smoothing, splits.augment if cfg.methods.tta else "none")
+    n_train = batches.n
     optimizer = make_optimizer(model, cfg.optim, device)
-    task = Classification(cfg.methods.label_smoothing, splits.augment if cfg.methods.tta else "none")
-    total = max(1, int(tc.epochs * len(splits.train)))
+    total = max(1, tc.steps * tc.batch_size if tc.steps else int(tc.epochs * n_train))
+    interval = max(1, tc.eval_every_steps * tc.batch_size if tc.eval_every_steps else int(tc.eval_every * n_train))
     methods = build_methods(cfg, splits, model, device)
     if choices is None:
-        sample_x, sample_y = xtr[: tc.batch_size], ytr[: tc.batch_size]
+        sample_x, sample_y = examples.x[: tc.batch_size].to(device), examples.y[: tc.batch_size].to(device)
         choices = autotune(cfg.system, model, lambda m: make_optimizer(m, cfg.optim, device), sample_x, sample_y,
                            task.loss, math.ceil(total / tc.batch_size),
                            cache_key(model, sample_x, cfg.optim.name, measure.device_name(device)))
@@ -122,7 +148,6 @@ def build_run(cfg: Config, model: nn.Module | None = None, data: Any = None, cho
     net = torch.compile(model) if choices.compile else model
     val = (splits.val.x.to(device), splits.val.y.to(device))
     test = (splits.test.x.to(device), splits.test.y.to(device))
-    schedule = make_schedule(cfg, total, len(splits.train), max(1, int(tc.eval_every * len(splits.train))),
-                             resolution=2 / max(1, len(splits.val)))
+    schedule = make_schedule(cfg, total, n_train, interval, resolution=2 / max(1, len(splits.val)))
     return Run(cfg, device, splits, task, model, net, optimizer, batches, methods, Precision(choices.precision, device),
-               choices, val, test, total, schedule)
+               choices, val, test, total, schedule, interval, data_path)

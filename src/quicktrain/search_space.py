@@ -28,14 +28,16 @@ def default_space(cfg: Config) -> dict[str, Spec]:
     technique declares (weight decay, label smoothing: quicktrain.methods.registry)."""
     from quicktrain.methods.registry import TECHNIQUES
 
-    lr, bs, epochs = cfg.optim.lr, cfg.train.batch_size, cfg.train.epochs
+    lr, bs, epochs, steps = cfg.optim.lr, cfg.train.batch_size, cfg.train.epochs, cfg.train.steps
+    duration: dict[str, Spec] = {"train.steps": ("int", max(1, steps // 2), steps * 2)} if steps else \
+        {"train.epochs": ("float", epochs / 2, epochs * 2)}  # a budget in steps (LM recipes) varies in steps
     space: dict[str, Spec] = {
         "optim.lr": ("log", lr / 8, lr * 8),
         "train.batch_size": ("choice", sorted({max(8, bs // 2), bs, bs * 3 // 2, bs * 2})),
-        "schedule.warmup": ("float", 0.1, 0.6),
-        "train.epochs": ("float", epochs / 2, epochs * 2),
+        "schedule.warmup": ("float", 0.1, 0.6) if not cfg.data.language else ("float", 0.0, 0.2),
+        **duration,
     }
-    return space | {t.key: t.search for t in TECHNIQUES if t.search is not None}
+    return space | {t.key: t.search for t in TECHNIQUES if t.search is not None and t.applies(cfg)}
 
 
 def recipe_space(recipe: Any, cfg: Config) -> dict[str, Spec]:

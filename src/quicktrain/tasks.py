@@ -1,14 +1,17 @@
 """What a task is to the loop: its training loss, its evaluation (named metrics), and which way its metric goes.
 
 The loop knows nothing of argmax or accuracy: it calls `task.loss` in the step, `task.evaluate` at each check, and
-`task.reached(value, target)` to decide the target. Classification is the task today; next-token prediction (a loss
-to reach, lower is better) is the next one and differs only here.
+`task.reached(value, target)` to decide the target. Two tasks: `Classification` (accuracy to reach, higher is better)
+and `NextToken` (validation loss in nats per token to reach, lower is better; also bits per byte). What else differs
+between them is where batches come from (quicktrain.data.lm), not the loop.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +52,55 @@ class Classification:
         """{"acc", "loss"} of `model` on (x, y), in eval mode. If `stop` becomes truthy (a signal flag), raise
         Interrupted at the next chunk rather than finish."""
         return evaluate(model, x, y, precision, self.tta, chunk, stop)
+
+
+def next_token_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Mean cross-entropy over every position of (B, T, V) logits against (B, T) next tokens, in float32."""
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+@dataclass(frozen=True)
+class NextToken:
+    """Next-token prediction: the training loss is the mean cross-entropy per token; evaluation reports it ("loss",
+    nats per token), next-token accuracy ("acc") and, when the bytes a token stands for are known, bits per byte
+    ("bpb" = loss / ln 2 / bytes_per_token). The target is a loss to reach: lower is better."""
+
+    bytes_per_token: float = 0.0  # 1 for byte-level data; 0 = unknown (no bpb)
+    metric: str = "loss"
+    higher_is_better: bool = False
+    loss: Callable[[Tensor, Tensor], Tensor] = field(default=next_token_loss, repr=False, compare=False)
+
+    def reached(self, value: float, target: float) -> bool:
+        return target > 0 and value <= target
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, precision: Precision, chunk: int = 32,
+                 stop: Any = None) -> dict[str, float]:
+        """{"loss", "acc"[, "bpb"]} over the fixed windows (x, y), each (N, T), in eval mode (restored after)."""
+        was_training = model.training
+        model.eval()
+        loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
+        correct = torch.zeros((), device=x.device, dtype=torch.long)
+        try:
+            for i in range(0, len(x), chunk):
+                if stop:
+                    raise Interrupted
+                xb, yb = x[i : i + chunk], y[i : i + chunk]
+                with precision.autocast():
+                    logits = model(xb)
+                logits = logits.float().reshape(-1, logits.shape[-1])
+                loss_sum += F.cross_entropy(logits, yb.reshape(-1), reduction="sum").double()
+                correct += (logits.argmax(-1) == yb.reshape(-1)).sum()
+        finally:
+            model.train(was_training)
+        n = max(1, y.numel())
+        out = {"loss": loss_sum.item() / n, "acc": correct.item() / n}
+        if self.bytes_per_token > 0:
+            out["bpb"] = out["loss"] / math.log(2) / self.bytes_per_token
+        return out
+
+
+Task = Classification | NextToken
 
 
 @torch.no_grad()

@@ -24,7 +24,9 @@ def importances(study: Any) -> dict[str, float]:
 
 
 def write_tune_report(out: Path, study: Any, space: dict[str, Any], objective: str,
-                      confirmed: list[dict[str, Any]] | None = None) -> None:
+                      confirmed: list[dict[str, Any]] | None = None, lm: bool = False) -> None:
+    """tune.md, trials.json, confirmation.json and the plots. `lm`: a next-token recipe, whose "accuracy"
+    objective is minus the validation loss and whose mean validation is a loss."""
     from optuna.trial import TrialState
 
     from quicktrain.plots import plot_importance, plot_tune_history
@@ -46,7 +48,7 @@ def write_tune_report(out: Path, study: Any, space: dict[str, Any], objective: s
     body = [[str(t.number), f"{t.value:.4g}", *[_fmt(t.params.get(k)) for k in keys],
              str(t.user_attrs.get("compute_steps", 0))] for t in ranked]
     goal = ("train-clock seconds to the target (lower is better)" if minimize
-            else "validation accuracy (higher is better)")
+            else "minus the validation loss (higher is better)" if lm else "validation accuracy (higher is better)")
     lines = [f"# quicktrain tune: {study.study_name}", "",
              f"Objective: {goal}. "
              f"{len(done)} complete, {sum(t.state == TrialState.PRUNED for t in trials)} pruned, "
@@ -60,7 +62,8 @@ def write_tune_report(out: Path, study: Any, space: dict[str, Any], objective: s
                   "confirmed one is the tuned recipe (a search's best score is partly luck).", "",
                   markdown_table(["candidate", "confirmed value", "mean validation", "chosen"],
                                  [[c["label"], f"{c['value']:.4g}",
-                                   "diverged" if c["val_mean"] is None else f"{100 * c['val_mean']:.2f}%",
+                                   "diverged" if c["val_mean"] is None else
+                                   f"loss {c['val_mean']:.4f}" if lm else f"{100 * c['val_mean']:.2f}%",
                                    "yes" if c["label"] == winner else ""] for c in confirmed]), ""]
         (out / "confirmation.json").write_text(json.dumps(confirmed, indent=1, default=str) + "\n")
     if imp:

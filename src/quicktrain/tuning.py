@@ -99,19 +99,20 @@ class _Objective:
     def _accuracy(self, trial: Any, cfg: Config, account: Callable[[dict[str, Any]], None]) -> float:
         import optuna
 
-        cfg = apply_overrides(cfg, {"train.target": 0.0, "train.eval_every": cfg.train.epochs / 4,
-                                    "train.eval_from": 0.0})
+        every = {"train.eval_every_steps": max(1, cfg.train.steps // 4)} if cfg.train.steps else \
+            {"train.eval_every": cfg.train.epochs / 4}
+        cfg = apply_overrides(cfg, {"train.target": 0.0, "train.eval_from": 0.0, **every})
         checks = [0]
 
         def on_eval(record: dict[str, Any]) -> None:
             account(record)
             checks[0] += 1
-            trial.report(record["val_acc"], checks[0])
+            trial.report(quality_of(record, cfg), checks[0])
             if checks[0] < 4 and trial.should_prune():
                 raise optuna.TrialPruned()
 
-        return train(replace(cfg, train=replace(cfg.train, seed=0)), data=self.splits, on_eval=on_eval,
-                     progress=False).val_acc
+        return quality(train(replace(cfg, train=replace(cfg.train, seed=0)), data=self.splits, on_eval=on_eval,
+                             progress=False))
 
     def _time(self, trial: Any, cfg: Config, steps: list[int], seconds: list[float],
               account: Callable[[dict[str, Any]], None]) -> float:
@@ -132,16 +133,28 @@ class _Objective:
         return value
 
 
+def quality(result: Any) -> float:
+    """A run's final validation figure as a higher-is-better number: the accuracy, or minus the loss of a
+    next-token run (so one "maximize" study serves both tasks)."""
+    return result.val_acc if getattr(result, "metric", "acc") == "acc" else -result.val_value
+
+
+def quality_of(record: dict[str, Any], cfg: Config) -> float:
+    return -record["val_loss"] if cfg.data.language else record["val_acc"]
+
+
 def time_score(runs: list[Any], target: float, margin: float, z: float = 0.0) -> float:
     """Median train seconds if the mean validation accuracy, less `z` standard errors, reached target + margin;
-    else MISS plus the shortfall."""
-    vals = [r.val_acc for r in runs]
+    else MISS plus the shortfall. For a next-token run (a loss target) the same on minus the loss: the mean loss,
+    plus `z` standard errors, must reach target - margin."""
+    vals = [quality(r) for r in runs]
+    goal = target + margin if getattr(runs[0], "metric", "acc") == "acc" else -(target - margin)
     mean_val = statistics.fmean(vals)
     if z and len(vals) > 1:
         mean_val -= z * statistics.stdev(vals) / len(vals) ** 0.5
-    if mean_val >= target + margin:
+    if mean_val >= goal:
         return statistics.median(r.train_seconds for r in runs)
-    return MISS * (1 + target + margin - mean_val)
+    return MISS * (1 + goal - mean_val)
 
 
 def confirm(base: Config, splits: Any, candidates: list[tuple[str, dict[str, Any]]], kind: str, seeds: int,
@@ -151,7 +164,7 @@ def confirm(base: Config, splits: Any, candidates: list[tuple[str, dict[str, Any
     CONFIRM_PASSES of the others met the target or the reserve (`deadline` on time.monotonic, `max_steps`) is spent.
     The recipe and one candidate are always confirmed."""
     out: list[dict[str, Any]] = []
-    passes = 0
+    passes, lm = 0, base is not None and base.data.language
     for label, params in candidates[: CONFIRM_MAX + 1]:
         spent = sum(c["steps"] for c in out)
         if len(out) >= 2 and ((deadline is not None and time.monotonic() >= deadline)
@@ -160,7 +173,8 @@ def confirm(base: Config, splits: Any, candidates: list[tuple[str, dict[str, Any
             break
         out.append(_confirm_one(base, splits, label, params, kind, seeds, margin))
         c = out[-1]
-        shown = f"{100 * c['val_mean']:.2f}%" if c["val_mean"] is not None else "diverged"
+        shown = "diverged" if c["val_mean"] is None else f"loss {c['val_mean']:.4f}" if lm else \
+            f"{100 * c['val_mean']:.2f}%"
         log(f"  confirm {label}: {c['value']:.4g} (mean validation {shown} over {seeds} fresh seeds)")
         passes += label != "recipe" and (kind == "accuracy" or c["value"] < MISS)
         if passes >= CONFIRM_PASSES:
@@ -181,9 +195,9 @@ def _confirm_one(base: Config, splits: Any, label: str, params: dict[str, Any], 
         value = 2 * MISS if kind == "time" else 0.0
     else:
         value = time_score(runs, cfg.train.target, margin, CONFIRM_Z) if kind == "time" else \
-            statistics.fmean(r.val_acc for r in runs)
+            statistics.fmean(quality(r) for r in runs)
     return {"label": label, "params": params, "value": value,
-            "val_mean": statistics.fmean(r.val_acc for r in runs) if len(runs) == seeds else None,
+            "val_mean": statistics.fmean(r.val_value for r in runs) if len(runs) == seeds else None,
             "steps": sum(r.steps for r in runs), "seconds": sum(r.train_seconds for r in runs)}
 
 
@@ -241,7 +255,7 @@ def tune(recipe: Any, budget: str, *, space: dict[str, Any] | None = None, stora
     if not study.trials:  # the recipe's own values first (those inside the space): start from the hand-set point
         own = {k: _current(base, k) for k in space}
         study.enqueue_trial({k: v for k, v in own.items() if _inside(space[k], v)}, skip_if_exists=True)
-    splits = load_data(base.data)
+    splits = None if base.data.language else load_data(base.data)  # token data: each run opens its files
     callbacks: list[Any] = [_stopper(kind, amount * search_share)]
     if trials is not None:
         from optuna.study import MaxTrialsCallback
@@ -315,7 +329,7 @@ def _finish(study: Any, base: Config, space: dict[str, Any], objective: str, run
     if chosen is not None:
         tuned = replace(apply_overrides(base, chosen["params"]), name=f"{base.name}_tuned")
         recipe_path = write_recipe(out / f"{tuned.name}.py", tuned, chosen, objective, study.study_name, budget)
-    write_tune_report(out, study, space, objective, confirmed)
+    write_tune_report(out, study, space, objective, confirmed, lm=base.data.language)
     count = lambda s: sum(t.state == s for t in trials)  # noqa: E731
     extra = confirmed or []
     result = TuneResult(
@@ -357,7 +371,7 @@ def compare_grid(recipe: Any, *, space: dict[str, Any] | None = None, levels: in
 
     base = load_recipe(recipe)
     space = space if space is not None else recipe_space(recipe, base)
-    splits = load_data(base.data)
+    splits = None if base.data.language else load_data(base.data)
     points = grid(space, levels)
     log(f"grid: {len(points)} points")
     results = []

@@ -63,6 +63,10 @@ class DeviceBatches:
             self._new_epoch()
         return xb, yb
 
+    def fork(self, seed: int) -> "DeviceBatches":
+        """The same examples (no copy), shuffled by another seed, from the start (the LR finder's data)."""
+        return DeviceBatches(self.x, self.y, seed=seed)
+
     def state_dict(self) -> dict[str, Any]:
         return {"perm": self.perm.clone(), "pos": self.pos, "epoch": self.epoch,
                 "generator": self.generator.get_state()}

@@ -4,6 +4,8 @@ Howard et al. 2018; Touvron et al. 2019 "FixRes" on why the last phase must be a
 Early steps cost less (a conv net's FLOPs scale with input length or area), and early features are coarse anyway.
 1-D signals are shrunk with area (average) interpolation, which is anti-aliased; images with anti-aliased bilinear.
 The net must accept variable sizes (global pooling); the loop checks that at setup. Evaluation is always at full size.
+On token sequences it is sequence-length warm-up: windows are cropped to their first tokens, so early steps see
+shorter contexts (Li et al. 2022, "The stability-efficiency dilemma"; modded-nanogpt grows its attention window).
 Off: `--methods.resize_from=1`.
 """
 
@@ -26,7 +28,10 @@ def size_at(progress: float, full: int, start_frac: float, until: float, multipl
 
 
 def resize(x: Tensor, size: int) -> Tensor:
-    """Resize a batch (N, C, L) or (N, C, H, W) so its longest spatial side is `size` (aspect ratio kept)."""
+    """Resize a batch (N, C, L) or (N, C, H, W) so its longest spatial side is `size` (aspect ratio kept); token
+    ids (N, T) are cropped to their first `size` tokens (sequence-length warm-up)."""
+    if x.ndim == 2:
+        return x[:, :size]
     spatial = x.shape[2:]
     full = max(spatial)
     if size == full:
@@ -46,4 +51,5 @@ class ProgressiveResize(Method):
     def on_batch(self, x: Tensor, y: Tensor, progress: float) -> tuple[Tensor, Tensor]:
         if progress >= self.until:
             return x, y
-        return resize(x, size_at(progress, self.full, self.start_frac, self.until, self.multiple)), y
+        size = size_at(progress, self.full, self.start_frac, self.until, self.multiple)
+        return resize(x, size), (y[:, :size] if y.ndim == 2 else y)  # next tokens are cropped with their inputs

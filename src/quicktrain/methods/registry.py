@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from quicktrain.config import Config
-from quicktrain.data.types import Splits
+from quicktrain.data.types import Split, Splits
 from quicktrain.errors import ConfigError
 from quicktrain.methods.augment import Augment
 from quicktrain.methods.base import Method
@@ -24,7 +24,7 @@ from quicktrain.methods.ema import EMA
 from quicktrain.methods.progressive_resize import ProgressiveResize, resize, size_at
 from quicktrain.runtime import derive_seed
 
-Builder = Callable[[Config, Splits, nn.Module, torch.device], Method | None]
+Builder = Callable[[Config, Any, nn.Module, torch.device], Method | None]  # splits: Splits or TokenSplits
 WD = 5e-4  # the decay the weight-decay rows add to a recipe that has none
 
 
@@ -39,6 +39,7 @@ class Technique:
     build: Builder | None = None  # the step method this technique adds to a run (None: it acts through config)
     input_size: Callable[[Config, float, int], int] | None = None  # (cfg, progress, full size) -> training size
     search: tuple[Any, ...] | None = None  # its range in the default search space, keyed by `key`
+    applies: Callable[[Config], bool] = lambda c: True  # whether it means anything for this config's task and model
 
     def variant(self, base: Config) -> tuple[str, dict[str, Any]]:
         """The ablation row for this technique on `base`: its label and the overrides that toggle it."""
@@ -62,11 +63,22 @@ def _augment(cfg: Config, splits: Splits, model: nn.Module, device: torch.device
     return Augment(splits.augment, cfg.data.shift, device, derive_seed(cfg.train.seed, "augment"))
 
 
-def _resize(cfg: Config, splits: Splits, model: nn.Module, device: torch.device) -> Method | None:
+def examples(splits: Any) -> Split:
+    """Training examples held in memory: the training split, or a next-token task's sample windows."""
+    return splits.sample if hasattr(splits, "sample") else splits.train
+
+
+def full_size(splits: Any) -> int:
+    """The full input size progressive resizing grows to: the longest spatial side, or the context (tokens)."""
+    shape = splits.input_shape
+    return shape[0] if len(shape) == 1 else max(shape[1:])
+
+
+def _resize(cfg: Config, splits: Any, model: nn.Module, device: torch.device) -> Method | None:
     mc = cfg.methods
     if mc.resize_from >= 1.0:
         return None
-    full = max(splits.input_shape[1:])
+    full = full_size(splits)
     _check_resizable(model, splits, size_at(0.0, full, mc.resize_from, mc.resize_until, mc.resize_multiple), device,
                      cfg.model.name)
     return ProgressiveResize(full, mc.resize_from, mc.resize_until, mc.resize_multiple)
@@ -82,12 +94,23 @@ def _check_resizable(model: nn.Module, splits: Splits, size: int, device: torch.
     model.eval()
     try:
         with torch.no_grad():
-            model(resize(splits.train.x[:2].to(device), size))
+            model(resize(examples(splits).x[:2].to(device), size))
     except RuntimeError:
         raise ConfigError(f"config key methods.resize_from: model {name!r} needs fixed-size inputs "
                           f"(it failed at size {size}); set methods.resize_from=1") from None
     finally:
         model.train(was_training)
+
+
+def _gpt_row(flag: str, name: str) -> Technique:
+    """A toggle of the gpt model (config model.gpt.<flag>), a row of `bench --ablate` on next-token recipes."""
+    key = f"model.gpt.{flag}"
+    return Technique(name, key, lambda c: getattr(c.model.gpt, flag), {key: False}, {key: True},
+                     applies=lambda c: c.model.name == "gpt")
+
+
+def _lm(c: Config) -> bool:
+    return c.data.language
 
 
 def _ema(cfg: Config, splits: Splits, model: nn.Module, device: torch.device) -> Method | None:
@@ -110,25 +133,37 @@ TECHNIQUES: tuple[Technique, ...] = (
     Technique("mixed precision (bf16/fp16)", "system.precision", lambda c: c.system.precision != "fp32",
               {"system.precision": "fp32"}, {"system.precision": "bf16"}),
     Technique("label smoothing", "methods.label_smoothing", lambda c: c.methods.label_smoothing > 0,
-              {"methods.label_smoothing": 0.0}, {"methods.label_smoothing": 0.1}, search=("float", 0.0, 0.2)),
+              {"methods.label_smoothing": 0.0}, {"methods.label_smoothing": 0.1}, search=("float", 0.0, 0.2),
+              applies=lambda c: not _lm(c)),
     Technique("on-device augmentation", "data.augment", lambda c: c.data.augment != "none", {"data.augment": "none"},
-              {"data.augment": "auto"}, build=_augment),
+              {"data.augment": "auto"}, build=_augment, applies=lambda c: not _lm(c)),
+    # on token sequences: sequence-length warm-up (windows cropped to the first tokens, Li et al. 2022)
     Technique("progressive resizing", "methods.resize_from", lambda c: c.methods.resize_from < 1,
               {"methods.resize_from": 1.0}, {"methods.resize_from": 0.5}, build=_resize, input_size=_resize_size),
+    Technique("Muon for hidden 2-D weights", "optim.name", lambda c: c.optim.name == "muon", {"optim.name": "adamw"},
+              {"optim.name": "muon"}, applies=_lm),
+    _gpt_row("rotary", "rotary embeddings"),
+    _gpt_row("qk_norm", "QK-norm"),
+    _gpt_row("relu2", "ReLU² MLP"),
+    _gpt_row("zero_init", "zero-initialised projections"),
+    Technique("untied head", "model.gpt.tied_head", lambda c: not c.model.gpt.tied_head,
+              {"model.gpt.tied_head": True}, {"model.gpt.tied_head": False}, applies=lambda c: c.model.name == "gpt"),
     Technique("EMA of weights", "methods.ema", lambda c: c.methods.ema > 0, {"methods.ema": 0.0}, {"methods.ema": 0.9},
               build=_ema),
     Technique("batch-size ramp", "schedule.batch_ramp_from", lambda c: c.schedule.batch_ramp_from > 0,
               {"schedule.batch_ramp_from": 0}, lambda c: {"schedule.batch_ramp_from": max(1, c.train.batch_size // 4)}),
     Technique("test-time augmentation", "methods.tta", lambda c: c.methods.tta, {"methods.tta": False},
-              {"methods.tta": True}),
+              {"methods.tta": True}, applies=lambda c: not _lm(c)),
     Technique("channels_last", "system.channels_last", lambda c: c.system.channels_last != "off",
-              {"system.channels_last": "off"}, {"system.channels_last": "on"}),
+              {"system.channels_last": "off"}, {"system.channels_last": "on"}, applies=lambda c: not _lm(c)),
+    Technique("torch.compile", "system.compile", lambda c: c.system.compile != "off", {"system.compile": "off"},
+              {"system.compile": "on"}, applies=_lm),
 )
 
 
 def build_methods(cfg: Config, splits: Splits, model: nn.Module, device: torch.device) -> list[Method]:
     """The step methods this config turns on, in registry order (the order they act on a batch)."""
-    built = (t.build(cfg, splits, model, device) for t in TECHNIQUES if t.build is not None)
+    built = (t.build(cfg, splits, model, device) for t in TECHNIQUES if t.build is not None and t.applies(cfg))
     return [m for m in built if m is not None]
 
 

@@ -13,11 +13,16 @@ PyTorch's default initialisation.
 | mlp       | any  | (128,)          | two hidden layers of the one width; fixed size                        |
 | tiny1d    | 1-D  | (8,)            | test model                                                            |
 | tiny2d    | 2-D  | (8,)            | test model                                                            |
+| gpt       | tokens | model.gpt     | decoder-only transformer for next-token tasks (quicktrain.models.gpt) |
+
+`gpt` takes its shape and toggles from `model.gpt` (GPTArgs) and its context from `data.context`; it is the one
+next-token model, and the only registry model a next-token task accepts (any nn.Module from Python works too).
 """
 
 from __future__ import annotations
 
 import inspect
+from dataclasses import asdict
 from typing import Callable
 
 from torch import nn
@@ -42,11 +47,30 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def _gpt(input_shape: tuple[int, ...], num_classes: int, channels: tuple[int, ...] = (), **args: object) -> nn.Module:
+    from quicktrain.models.gpt import gpt
+
+    try:
+        return gpt(num_classes, input_shape[0], **args)  # type: ignore[arg-type]
+    except ValueError as exc:  # e.g. rotary with an odd head dimension: a config problem, said in one line
+        raise ConfigError(f"config key model.gpt: {exc}") from None
+
+
+MODELS["gpt"] = _gpt
+
+
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """The model `cfg.name` for per-sample `input_shape`; a one-line ConfigError naming the key if it cannot be
-    built."""
+    """The model `cfg.name` for per-sample `input_shape` ((context,) for token ids); a one-line ConfigError naming
+    the key if it cannot be built."""
     if cfg.name not in MODELS:
         raise ConfigError(f"config key model.name: unknown model {cfg.name!r} (choose from {', '.join(MODELS)})")
+    tokens = len(input_shape) == 1
+    if tokens != (cfg.name == "gpt"):
+        need = "a next-token task needs model.name=gpt (or a model from Python)" if tokens else \
+            "gpt is a next-token model: use it with data.name=stdlib or tokens"
+        raise ConfigError(f"config key model.name: {need}")
+    if cfg.name == "gpt":
+        return _gpt(input_shape, num_classes, **asdict(cfg.gpt))
     builder = MODELS[cfg.name]
     if not cfg.strides:
         return builder(tuple(input_shape), num_classes, tuple(cfg.channels))

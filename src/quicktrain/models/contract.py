@@ -222,3 +222,22 @@ def _check_logits(out: Any, x: Tensor, num_classes: int) -> None:
                         f"make the last layer output {num_classes} features")
     raise UserError(f"model output has shape {_shape(logits)} for a batch of shape {_shape(x)}; it must be {want} "
                     f"(batch, classes): e.g. flatten or pool before the last layer")
+
+
+def prepare_lm(model: nn.Module, sample_x: Tensor, vocab_size: int, device: torch.device | str) -> nn.Module:
+    """A next-token model ready to train on `device`: it must map token ids (B, T) to logits (B, T, vocab) as a
+    tensor; anything else is a one-line UserError saying what to change. Returns `model`, moved in place."""
+    if not isinstance(model, nn.Module):
+        raise UserError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    model, _ = unwrap_compiled(model)
+    _refuse_meta(model)
+    model.to(torch.device(device))
+    x = sample_x.to(device)
+    _refuse_untrainable(model)
+    out = _probe(model, x, train=False)
+    want = (*x.shape, vocab_size)
+    if not isinstance(out, Tensor) or tuple(out.shape) != want:
+        got = _shape(out) if isinstance(out, Tensor) else _kind(out)
+        raise UserError(f"a next-token model must return logits of shape {want} (batch, time, vocab) for token ids "
+                        f"of shape {_shape(x)}; got {got}")
+    return model

@@ -1,7 +1,8 @@
 """Recipes: Python files that define `CONFIG`. A recipe argument is a built-in name or a path to such a file.
 
 Built-ins: mnist1d (the fast default), plain (what library defaults give), reference (the mnist1d repository's own
-setup), the higher-accuracy MNIST-1D tiers, and digits / mnist5k.
+setup), the higher-accuracy MNIST-1D tiers, digits / mnist5k, and the next-token recipes nanogpt (nanoGPT's CPU
+configuration) and stdlib_lm (the fast default on the built-in corpus).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from types import ModuleType
 from quicktrain.config import Config, check_config
 from quicktrain.errors import UserError
 
-BUILTIN = ("mnist1d", "plain", "reference", "mnist1d_97", "mnist1d_98", "digits", "mnist5k")
+BUILTIN = ("mnist1d", "plain", "reference", "mnist1d_97", "mnist1d_98", "digits", "mnist5k", "nanogpt", "stdlib_lm")
 
 
 def _from_file(path: Path) -> ModuleType:
