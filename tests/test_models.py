@@ -20,8 +20,21 @@ SHAPES = {
 }
 
 
+TOKEN_MODELS = {"gpt": (16,)}  # next-token models: per-sample shape (context,), token ids in, (B, T, vocab) out
+
+
 def test_every_registered_model_has_a_test_shape() -> None:
-    assert set(SHAPES) == set(MODELS)
+    assert set(SHAPES) | set(TOKEN_MODELS) == set(MODELS)
+
+
+def test_the_token_model_builds_from_the_registry_and_refuses_the_wrong_task() -> None:
+    model = build_model(ModelConfig(name="gpt"), TOKEN_MODELS["gpt"], 7)
+    out = model(torch.randint(0, 7, (5, 16)))
+    assert out.shape == (5, 16, 7)
+    with pytest.raises(ConfigError, match="gpt is a next-token model"):
+        build_model(ModelConfig(name="gpt"), (1, 40), 7)
+    with pytest.raises(ConfigError, match="a next-token task needs model.name=gpt"):
+        build_model(ModelConfig(name="mlp"), (16,), 7)
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES))

@@ -29,9 +29,9 @@ from quicktrain.checkpointer import Checkpointer, NullCheckpointer
 from quicktrain.config import Config, check_config
 from quicktrain.errors import TrainingDiverged
 from quicktrain.lr_find import sweep
-from quicktrain.optim import set_lr
 from quicktrain.methods.progressive_resize import resize
 from quicktrain.methods.registry import examples, full_size, input_size
+from quicktrain.optim import set_lr
 from quicktrain.recipes import load_recipe
 from quicktrain.result import Result
 from quicktrain.run import Run, build_run
@@ -249,10 +249,11 @@ def _shapes(cfg: Config, run: Run, steps: int) -> Counter[tuple[int, int]]:
 
 def _step_flops(run: Run, shape: tuple[int, int]) -> float:
     n, size = shape
-    ex = examples(run.splits)
-    x, y = resize(ex.x[:n].to(run.device), size), ex.y[:n].to(run.device)
+    ex = examples(run.splits)  # the training split, or the sample held in memory (streamed and token data)
+    m = min(n, len(ex.x))  # FLOPs are linear in the batch: a batch larger than the sample is counted pro rata
+    x, y = resize(ex.x[:m].to(run.device), size), ex.y[:m].to(run.device)
     y = y[:, :x.shape[1]] if y.ndim == 2 else y  # token targets are cropped with their inputs
-    return measure.count_train_flops(run.model, x, y, run.task.loss)
+    return measure.count_train_flops(run.model, x, y, run.task.loss) * n / m
 
 
 def _progress_bar(total_steps: int, name: str, enabled: bool, metric: str) -> Any:
