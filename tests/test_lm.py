@@ -225,3 +225,14 @@ def test_a_dataset_bigger_than_memory_trains_streamed_and_resumes_bitwise(tiny_c
     result = train(cfg, data=ds, run_dir=tmp_path / "cut", progress=False)
     assert result.data_path == "streamed" and result.restarts == 1
     assert_identical(tmp_path / "straight", tmp_path / "cut")
+
+
+def test_every_ablation_row_of_a_muon_recipe_keeps_muon_unless_it_is_the_muon_row() -> None:
+    """Regression: the weight-decay row switched a Muon recipe to AdamW, so it measured Muon, not decay."""
+    from quicktrain.methods.registry import TECHNIQUES
+
+    base = load_recipe("stdlib_lm")
+    for t in (t for t in TECHNIQUES if t.applies(base)):
+        label, change = t.variant(base)
+        cfg = apply_overrides(base, change)
+        assert (cfg.optim.name == "muon") == (t.key != "optim.name"), label

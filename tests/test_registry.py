@@ -17,10 +17,10 @@ from quicktrain.search_space import default_space
 @pytest.mark.parametrize("technique", TECHNIQUES, ids=lambda t: t.key)
 def test_each_technique_switches_and_trains_two_steps(technique, tiny_cfg: Config) -> None:  # type: ignore[no-untyped-def]
     base = apply_overrides(tiny_cfg, {"optim.weight_decay": 5e-4})  # so that the decay rows have decay to act on
-    _, on = technique.variant(apply_overrides(base, technique.off))
+    _, on = technique.variant(apply_overrides(base, technique.off_for(base)))
     on_cfg = apply_overrides(base, on)
     assert technique.is_on(on_cfg)
-    assert not technique.is_on(apply_overrides(on_cfg, technique.off))
+    assert not technique.is_on(apply_overrides(on_cfg, technique.off_for(on_cfg)))
     if technique.key == "system.precision":  # bf16 autocast works on every CPU torch supports
         on_cfg = apply_overrides(on_cfg, {"system.precision": "bf16"})
     result = train(steps(on_cfg, 2), progress=False)

@@ -78,7 +78,7 @@ def headline(rows: list[dict[str, Any]]) -> list[str]:
             line = (f"{name}: {b / a:.1f}× faster and {cheaper:.1f}× cheaper to the target on this hardware "
                     f"(median {a:.3g} s vs {b:.3g} s)")
             t = other["median_seconds_to_test_target"]
-            if t is not None:
+            if t is not None and other.get("metric", "acc") == "acc":  # not for losses: val and test windows differ
                 line += f"; {t / a:.1f}× against {other['label']}'s first time at the target on test (median {t:.3g} s)"
             lines.append(line)
     return lines

@@ -33,7 +33,7 @@ class Technique:
     name: str  # the ablation row: "− name" when the recipe has it, "+ name" when it does not
     key: str  # the config field that switches it
     is_on: Callable[[Config], bool]
-    off: dict[str, Any]
+    off: dict[str, Any] | Callable[[Config], dict[str, Any]]
     on: dict[str, Any] | Callable[[Config], dict[str, Any]]
     label_on: Callable[[Config], str] | None = None
     build: Builder | None = None  # the step method this technique adds to a run (None: it acts through config)
@@ -41,10 +41,14 @@ class Technique:
     search: tuple[Any, ...] | None = None  # its range in the default search space, keyed by `key`
     applies: Callable[[Config], bool] = lambda c: True  # whether it means anything for this config's task and model
 
+    def off_for(self, base: Config) -> dict[str, Any]:
+        """The overrides that turn this technique off on `base` (some depend on it: decay under Muon vs AdamW)."""
+        return self.off(base) if callable(self.off) else self.off
+
     def variant(self, base: Config) -> tuple[str, dict[str, Any]]:
         """The ablation row for this technique on `base`: its label and the overrides that toggle it."""
         if self.is_on(base):
-            return f"− {self.name}", self.off
+            return f"− {self.name}", self.off_for(base)
         label = self.label_on(base) if self.label_on is not None else f"+ {self.name}"
         return label, self.on(base) if callable(self.on) else self.on
 
@@ -121,9 +125,12 @@ TECHNIQUES: tuple[Technique, ...] = (
     Technique("warmup + one-cycle schedule", "schedule.kind", lambda c: c.schedule.kind != "constant",
               {"schedule.kind": "constant"}, {"schedule.kind": "onecycle"}, search=None),
     Technique("decoupled weight decay (AdamW)", "optim.weight_decay",
-              lambda c: c.optim.name in ("adamw", "sgd") and c.optim.weight_decay > 0, {"optim.name": "adam"},
-              lambda c: {"optim.name": "adamw", "optim.weight_decay": c.optim.weight_decay or WD},
-              label_on=lambda c: f"+ decoupled weight decay (AdamW, {c.optim.weight_decay or WD:g})",
+              lambda c: c.optim.name in ("adamw", "sgd", "muon") and c.optim.weight_decay > 0,
+              lambda c: {"optim.weight_decay": 0.0} if c.optim.name == "muon" else {"optim.name": "adam"},
+              lambda c: {"optim.weight_decay": c.optim.weight_decay or WD} if c.optim.name == "muon" else
+              {"optim.name": "adamw", "optim.weight_decay": c.optim.weight_decay or WD},
+              label_on=lambda c: f"+ decoupled weight decay ({'' if c.optim.name == 'muon' else 'AdamW, '}"
+                                 f"{c.optim.weight_decay or WD:g})",
               search=("log", 1e-5, 1e-2)),
     Technique("no decay on norm/bias/1-d", "optim.no_decay_1d",
               lambda c: c.optim.no_decay_1d and c.optim.weight_decay > 0,
