@@ -1,6 +1,6 @@
 """A trained next-token run, for `quicktrain sample`: its model rebuilt from config.json with the weights of its
-newest valid checkpoint (verified before anything is parsed; quicktrain.checkpoint), and the text codec of its data
-(bytes, or the BPE `tokenizer.json` that `prepare-text` wrote beside the shards)."""
+newest valid checkpoint (verified before anything is parsed; quicktrain.checkpoint), and its data's text codec
+(quicktrain.data.corpus.encode / decode: bytes, nanoGPT's meta.pkl, or the BPE tokenizer.json of `prepare-text`)."""
 
 from __future__ import annotations
 
@@ -51,21 +51,10 @@ def load_run_model(run_dir: Path, cfg: Config, vocab_size: int, warn: Callable[[
     return model.eval()
 
 
-def codec(directory: Path) -> tuple[Callable[[str], list[int]], Callable[[list[int]], str]]:
-    """(encode, decode) for the data in `directory`: its tokenizer.json (BPE) when there is one, else bytes."""
-    tok = Path(directory) / "tokenizer.json"
-    if tok.is_file():
-        from tokenizers import Tokenizer
-
-        t = Tokenizer.from_file(str(tok))
-        return (lambda s: t.encode(s).ids), (lambda ids: t.decode(ids))
-    return (lambda s: list(s.encode("utf-8"))), \
-        (lambda ids: bytes(i for i in ids if i < 256).decode("utf-8", "replace"))
-
-
 def sample_text(run_dir: Path, prompt: str, tokens: int, temperature: float, top_k: int | None, seed: int,
                 warn: Callable[[str], None]) -> str:
     """`tokens` new tokens after `prompt` from the run's model, decoded to text (prompt included)."""
+    from quicktrain.data.corpus import decode, encode
     from quicktrain.data.tokens import open_tokens
     from quicktrain.sample import generate
 
@@ -73,10 +62,9 @@ def sample_text(run_dir: Path, prompt: str, tokens: int, temperature: float, top
     directory = data_dir(cfg)
     vocab = open_tokens(directory).vocab_size
     model = load_run_model(run_dir, cfg, vocab, warn)
-    encode, decode = codec(directory)
-    ids = encode(prompt) or [0]
+    ids = encode(prompt, directory) or [0]
     if max(ids) >= vocab:
         raise UserError(f"the prompt has a token id {max(ids)} >= the model's vocabulary {vocab}")
     gen = torch.Generator().manual_seed(seed)
     out = generate(model, torch.tensor([ids]), tokens, temperature=temperature, top_k=top_k, generator=gen)
-    return decode(out[0].tolist())
+    return decode(out[0].tolist(), directory)

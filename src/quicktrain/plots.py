@@ -8,6 +8,7 @@ points, one point, a recipe that never reached the target, missing times) still 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,33 @@ def _points(metrics: list[dict[str, Any]], key: str) -> tuple[list[float], list[
     return xs, ys
 
 
-def _first_reach(xs: list[float], ys: list[float], target: float | None) -> tuple[float, float] | None:
+@dataclass(frozen=True)
+class _Metric:
+    """How a task's metric is drawn: accuracy in % (higher is better) or loss in nats per token (lower is better)."""
+
+    name: str
+    scale: float
+    ylabel: str
+    higher: bool
+    legend: str  # where the legend goes: the corner the curves move away from
+
+    def target_label(self, target: float) -> str:
+        return f"target {100 * target:g}%" if self.higher else f"target {target:.4g}"
+
+    def reached(self, y: float, target: float) -> bool:
+        t = self.scale * target
+        return y >= t - 1e-9 if self.higher else y <= t + 1e-12
+
+
+_METRICS = {"acc": _Metric("acc", 100.0, "accuracy (%)", True, "lower right"),
+            "loss": _Metric("loss", 1.0, "loss (nats per token)", False, "upper right")}
+
+
+def _first_reach(xs: list[float], ys: list[float], target: float | None,
+                 m: _Metric = _METRICS["acc"]) -> tuple[float, float] | None:
     if target is None:
         return None
-    return next(((x, y) for x, y in zip(xs, ys) if y >= 100 * target - 1e-9), None)
+    return next(((x, y) for x, y in zip(xs, ys) if m.reached(y, target)), None)
 
 
 def _save(fig: Any, plt: Any, path: Path) -> None:
@@ -64,90 +88,34 @@ def _no_data(ax: Any, what: str = "no data") -> None:
 
 def plot_run(metrics: list[dict[str, Any]], path: Path, target: float | None = None, title: str = "",
              metric: str = "acc") -> None:
-    """Validation accuracy (solid) and test accuracy (dashed) vs the train clock, the target as a horizontal line and
-    a star where the validation accuracy first reached it. `metric="loss"` (a next-token run) plots the losses."""
-    if metric == "loss":
-        return _plot_loss(metrics, path, target, title)
+    """Validation (solid) and test (dashed) accuracy vs the train clock, the target as a horizontal line and a star
+    where the validation figure first reached it. `metric="loss"` (a next-token run): the losses, train loss too."""
+    m = _METRICS[metric]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    xs, ys = _points(metrics, "val_acc")
-    tx, ty = _points(metrics, "test_acc")
-    style = {"marker": "o", "markersize": 3} if len(xs) < 40 else {}  # a lone point needs a marker to be seen
-    if xs:
-        ax.plot(xs, ys, color="C0", lw=1.6, label="validation", **style)
-    if tx:
-        ax.plot(tx, ty, color="C1", lw=1.2, ls="--", label="test", **style)
-    if not xs and not tx:
+    lines = [("val", "validation", "-", 1.6), ("test", "test", "--", 1.2)] + \
+        ([("train", "train", ":", 1.2)] if metric == "loss" else [])
+    drawn = False
+    for i, (split, label, ls, lw) in enumerate(lines):
+        xs, ys = _points(metrics, f"{split}_{m.name}")
+        style = {"marker": "o", "markersize": 3} if len(xs) < 40 else {}  # a lone point needs a marker to be seen
+        if xs:
+            ax.plot(xs, ys, color=f"C{i}", lw=lw, ls=ls, label=label, **style)
+            drawn = True
+    if not drawn:
         _no_data(ax)
     if target is not None:
-        ax.axhline(100 * target, color="grey", lw=1, ls=":", label=f"target {100 * target:g}%")
-    hit = _first_reach(xs, ys, target)
+        ax.axhline(m.scale * target, color="grey", lw=1, ls=":", label=m.target_label(target))
+    hit = _first_reach(*_points(metrics, f"val_{m.name}"), target, m)
     if hit is not None:
         ax.plot(*hit, marker="*", markersize=14, color="C3", zorder=5, ls="none",
                 label=f"reached at {hit[0]:.3g} s")
     ax.set_xlabel("train clock (s)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(title or "accuracy vs train clock")
+    ax.set_ylabel(m.ylabel)
+    ax.set_title(title or f"{m.ylabel.split(' (')[0]} vs train clock")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower right")
-    _save(fig, plt, path)
-
-
-def _plot_loss(metrics: list[dict[str, Any]], path: Path, target: float | None, title: str) -> None:
-    """Validation and test loss (nats per token) vs the train clock, the target loss and where it was first reached."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    lines = (("val_loss", "validation", "-"), ("test_loss", "test", "--"), ("train_loss", "train", ":"))
-    for key, label, style in lines:
-        xs, ys = _points(metrics, key)
-        if xs:
-            ax.plot(xs, ys, lw=1.4, ls=style, label=label, marker="o" if len(xs) < 40 else None, markersize=3)
-    xs, ys = _points(metrics, "val_loss")
-    if not xs:
-        _no_data(ax)
-    if target is not None:
-        ax.axhline(target, color="grey", lw=1, ls=":", label=f"target {target:.4g}")
-        hit = next(((x, y) for x, y in zip(xs, ys) if y <= target + 1e-12), None)
-        if hit is not None:
-            ax.plot(*hit, marker="*", markersize=14, color="C3", zorder=5, ls="none",
-                    label=f"reached at {hit[0]:.3g} s")
-    ax.set_xlabel("train clock (s)")
-    ax.set_ylabel("loss (nats per token)")
-    ax.set_title(title or "loss vs train clock")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper right")
-    _save(fig, plt, path)
-
-
-def _loss_curves(curves: dict[str, list[list[dict[str, Any]]]], path: Path, target: float | None, title: str) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
-    spans = [s for s in (_time_span(runs, "val_loss") for runs in curves.values()) if s is not None]
-    log_x = len(spans) > 1 and max(spans) / min(spans) > 10
-    handles, all_y = [], []
-    for i, (name, runs) in enumerate(curves.items()):
-        colour = f"C{i % 10}"
-        for run in runs:
-            xs, ys = _points(run, "val_loss")
-            if log_x:
-                xs, ys = [x for x in xs if x > 0], [y for x, y in zip(xs, ys) if x > 0]
-            all_y += ys
-            ax.plot(xs, ys, color=colour, lw=0.9, alpha=0.7, marker="o" if len(xs) == 1 else None, markersize=3)
-        handles.append(plt.Line2D([], [], color=colour, lw=2, label=f"{name} ({len(runs)} seeds)"))
-    if not all_y:
-        _no_data(ax)
-    if target:
-        ax.axhline(target, color="grey", lw=1, ls=":")
-        handles.append(plt.Line2D([], [], color="grey", lw=1, ls=":", label=f"target {target:.4g}"))
-    if log_x:
-        ax.set_xscale("log")
-    ax.set_xlabel("train clock (s)" + (", log scale" if log_x else ""))
-    ax.set_ylabel("validation loss (nats per token)")
-    ax.set_title(title or "validation loss vs train clock")
-    ax.grid(alpha=0.3, which="both" if log_x else "major")
-    ax.legend(handles=handles, loc="upper right", fontsize=9)
+        ax.legend(loc=m.legend)
     _save(fig, plt, path)
 
 
@@ -163,22 +131,22 @@ def plot_curves(curves: dict[str, list[list[dict[str, Any]]]], path: Path, targe
     dot where each seed first reached the target. The time axis is logarithmic when the recipes' time spans differ by
     more than 10x (otherwise the fast recipe is a vertical line at the left edge). `metric="loss"`: validation loss
     (lower is better), the target a loss."""
-    if metric == "loss":
-        return _loss_curves(curves, path, target, title)
+    m = _METRICS[metric]
+    key, target = f"val_{m.name}", target if m.higher or target else None  # a loss target of 0 is none
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
-    spans = [s for s in (_time_span(runs) for runs in curves.values()) if s is not None]
+    spans = [s for s in (_time_span(runs, key) for runs in curves.values()) if s is not None]
     log_x = len(spans) > 1 and max(spans) / min(spans) > 10
     handles, all_y = [], []
     for i, (name, runs) in enumerate(curves.items()):
         colour = f"C{i % 10}"
         for run in runs:
-            xs, ys = _points(run, "val_acc")
+            xs, ys = _points(run, key)
             if log_x:  # a log axis cannot show t = 0
                 xs, ys = [x for x in xs if x > 0], [y for x, y in zip(xs, ys) if x > 0]
             all_y += ys
             ax.plot(xs, ys, color=colour, lw=0.9, alpha=0.7, marker="o" if len(xs) == 1 else None, markersize=3)
-            hit = _first_reach(xs, ys, target)
+            hit = _first_reach(xs, ys, target, m)
             if hit is not None:
                 ax.plot(*hit, marker="o", markersize=4, color=colour, ls="none")
         label = f"{name} ({len(runs)} seed{'s' if len(runs) != 1 else ''})"
@@ -186,19 +154,19 @@ def plot_curves(curves: dict[str, list[list[dict[str, Any]]]], path: Path, targe
     if not all_y:
         _no_data(ax)
     if target is not None:
-        ax.axhline(100 * target, color="grey", lw=1, ls=":")
-        handles.append(plt.Line2D([], [], color="grey", lw=1, ls=":", label=f"target {100 * target:g}%"))
-        if all_y and min(all_y) < 100 * target - 20:
+        ax.axhline(m.scale * target, color="grey", lw=1, ls=":")
+        handles.append(plt.Line2D([], [], color="grey", lw=1, ls=":", label=m.target_label(target)))
+        if m.higher and all_y and min(all_y) < 100 * target - 20:
             # the race is decided near the target: early low accuracies would squash that region flat
             ax.set_ylim(100 * target - 20, min(100.5, max(max(all_y), 100 * target) + 1.5))
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel("train clock (s)" + (", log scale" if log_x else ""))
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(title or "validation accuracy vs train clock")
+    ax.set_ylabel(f"validation {m.ylabel}")
+    ax.set_title(title or f"validation {m.ylabel.split(' (')[0]} vs train clock")
     ax.grid(alpha=0.3, which="both" if log_x else "major")
     if handles:
-        ax.legend(handles=handles, loc="lower right", fontsize=9)
+        ax.legend(handles=handles, loc=m.legend, fontsize=9)
     _save(fig, plt, path)
 
 

@@ -285,8 +285,8 @@ _METRIC_COLUMNS = (  # (key, header, formatter)
     ("test_acc", "test acc", format_pct),
 )
 _LM_COLUMNS = _METRIC_COLUMNS[:-2] + (  # a next-token run: losses first; accuracy is next-token accuracy
-    ("test_loss", "test loss", lambda v: f"{v:.4f}" if _finite(v) else DASH),
-    ("val_bpb", "val bits/byte", lambda v: f"{v:.4f}" if _finite(v) else DASH),
+    ("test_loss", "test loss", _loss),
+    ("val_bpb", "val bits/byte", _loss),
     ("val_acc", "val next-token acc", format_pct),
 )
 

@@ -77,24 +77,9 @@ class NextToken:
     def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, precision: Precision, chunk: int = 32,
                  stop: Any = None) -> dict[str, float]:
         """{"loss", "acc"[, "bpb"]} over the fixed windows (x, y), each (N, T), in eval mode (restored after)."""
-        was_training = model.training
-        model.eval()
-        loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
-        correct = torch.zeros((), device=x.device, dtype=torch.long)
-        try:
-            for i in range(0, len(x), chunk):
-                if stop:
-                    raise Interrupted
-                xb, yb = x[i : i + chunk], y[i : i + chunk]
-                with precision.autocast():
-                    logits = model(xb)
-                logits = logits.float().reshape(-1, logits.shape[-1])
-                loss_sum += F.cross_entropy(logits, yb.reshape(-1), reduction="sum").double()
-                correct += (logits.argmax(-1) == yb.reshape(-1)).sum()
-        finally:
-            model.train(was_training)
+        correct, loss_sum = _sums(model, x, y, precision, chunk, stop, model, torch.float64)
         n = max(1, y.numel())
-        out = {"loss": loss_sum.item() / n, "acc": correct.item() / n}
+        out = {"loss": loss_sum / n, "acc": correct / n}
         if self.bytes_per_token > 0:
             out["bpb"] = out["loss"] / math.log(2) / self.bytes_per_token
         return out
@@ -108,20 +93,30 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, precision: Precision, tta: 
              stop: Any = None) -> dict[str, float]:
     """{"acc": accuracy, "loss": mean cross-entropy} of a classifier on (x, y), in eval mode, with test-time
     augmentation `tta`; the model's train/eval mode is restored afterwards."""
+    correct, loss_sum = _sums(model, x, y, precision, chunk, stop, lambda xb: tta_logits(model, xb, tta),
+                              torch.float32)
+    n = max(1, len(x))
+    return {"acc": correct / n, "loss": loss_sum / n}
+
+
+def _sums(model: nn.Module, x: Tensor, y: Tensor, precision: Precision, chunk: int, stop: Any,
+          logits_of: Callable[[Tensor], Tensor], dtype: torch.dtype) -> tuple[int, float]:
+    """(correct predictions, summed cross-entropy) of `logits_of(x chunk)` against y over every position, chunk by
+    chunk in eval mode (restored after); the sums stay on the device until the end (one host sync). If `stop`
+    becomes truthy (a signal flag), raise Interrupted at the next chunk rather than finish."""
     was_training = model.training
     model.eval()
     correct = torch.zeros((), device=x.device, dtype=torch.long)
-    loss_sum = torch.zeros((), device=x.device)
+    loss_sum = torch.zeros((), device=x.device, dtype=dtype)
     try:
         for i in range(0, len(x), chunk):
             if stop:
                 raise Interrupted
-            xb, yb = x[i : i + chunk], y[i : i + chunk]
             with precision.autocast():
-                logits = tta_logits(model, xb, tta).float()
+                logits = logits_of(x[i : i + chunk])
+            logits, yb = logits.float().reshape(-1, logits.shape[-1]), y[i : i + chunk].reshape(-1)
             correct += (logits.argmax(-1) == yb).sum()
-            loss_sum += F.cross_entropy(logits, yb, reduction="sum")
+            loss_sum += F.cross_entropy(logits, yb, reduction="sum").to(dtype)
     finally:
         model.train(was_training)
-    n = max(1, len(x))
-    return {"acc": correct.item() / n, "loss": loss_sum.item() / n}
+    return int(correct.item()), float(loss_sum.item())

@@ -258,6 +258,25 @@ def bytes_per_token(folder: Path, vocab_size: int) -> float:
         return 0.0
 
 
+def encode(text: str, out_dir: Path) -> list[int]:
+    """Text -> token ids for a prepared directory, the inverse of `decode`: tokenizer.json (BPE), else meta.pkl's
+    `stoi` (nanoGPT char-level; an unknown character is a one-line DataError), else UTF-8 bytes."""
+    from quicktrain.data.tokens import read_meta
+
+    out_dir = Path(out_dir)
+    if (out_dir / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+
+        return list(Tokenizer.from_file(str(out_dir / "tokenizer.json")).encode(text).ids)
+    meta = read_meta(out_dir / "meta.pkl") if (out_dir / "meta.pkl").is_file() else {}
+    if isinstance(meta.get("stoi"), dict):
+        missing = sorted({c for c in text if c not in meta["stoi"]})
+        if missing:
+            raise DataError(f"meta file {out_dir / 'meta.pkl'}: characters {''.join(missing)!r} are not in its stoi")
+        return [int(meta["stoi"][c]) for c in text]
+    return list(text.encode("utf-8"))
+
+
 def decode(tokens: Iterable[int], out_dir: Path) -> str:
     """Token ids -> text for a prepared directory: via tokenizer.json if there is one (BPE), else meta.pkl's `itos`
     (nanoGPT char-level), else as bytes (errors='replace'; ids >= 256 become U+FFFD)."""

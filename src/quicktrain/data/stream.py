@@ -15,13 +15,11 @@ change the numbers as long as `__getitem__` is a pure function of its index. A `
 (e.g. torchvision random transforms) gets worker-dependent draws: batches then differ with the number of workers and
 between a run and its resume. Put random augmentation in `data.augment` (on the device, seeded) instead.
 
-Measured (2 shared CPU cores, CPU, batch 128, items from in-memory tensors via TensorDataset): 1x40 resident
-DeviceBatches 153k batches/s, streamed 2.6k/s with 0 workers, 0.6k/s with 2; 3x32x32 resident 4.1k/s, streamed
-590/s (0 workers), 260/s (2). Per-item cost is ~3 us of Python (__getitem__ + collate), so the resident path stays
-the default where data fits. Workers pay ~1.5 ms a batch of IPC: they win only where items are slow to make --
-items that wait 200 us on I/O: 24 batches/s with 0 workers, 43 with 2 -- and where there are cores to spare.
-Memory: streaming 1000 batches of 3x32x32 from a 4.9 GB dataset left VmRSS unchanged (593 -> 593 MB); loading it
-cost +350 MB: val + test (2 x EVAL_CAP x 12 KB = 246 MB), index lists (~3 x 8 bytes an example) and temporaries.
+Measured (`python benchmarks/data_read.py`, docs/BENCHMARKS.md, "Token data and streamed classification"; batch
+128 from an in-memory TensorDataset, 1 thread): 1x40 resident DeviceBatches 146k batches/s, streamed 2.6k/s with 0
+workers, 0.5k/s with 2; 3x32x32 resident 4.9k/s, streamed 618/s (0 workers), 376/s (2). So the resident path stays
+the default where data fits, and workers only pay where items are slow to make and there are cores to spare.
+Memory: tests/test_stream.py bounds VmRSS growth over 300 streamed batches of a 4.9 GB computed dataset (< 32 MB).
 """
 
 from __future__ import annotations
@@ -111,7 +109,7 @@ def _check(info: tuple[bool, int, int], y: Tensor, num_classes: int | None, epoc
 
 
 def default_workers() -> int:
-    """Worker processes: 0 on <= 2 cores (measured there: 2 workers were 2-4x slower than 0 on in-memory items, see
+    """Worker processes: 0 on <= 2 cores (measured there: 2 workers were 1.6-5x slower than 0 on in-memory items, see
     the module docstring), else min(4, cores - 1): one core stays for the training process."""
     cores = os.cpu_count() or 1
     return 0 if cores <= 2 else min(4, cores - 1)
@@ -161,8 +159,8 @@ class StreamBatches:
     Map-style: a DataLoader with `workers` persistent processes, `prefetch` batches each in flight, pinned memory on
     CUDA, over a batch sampler drawn from the pure order. A batch size different from the iterator's (a ramp) or a
     restored state re-creates the iterator at the cursor (workers persist; the prefetched batches are dropped), so
-    batches never depend on the history of sizes (measured: the first batch after a change costs ~17 ms with 2
-    workers, 2 ms with 0). `batch_size_hint`: the size the workers start prefetching at construction. An iterable
+    batches never depend on the history of sizes (a change costs one iterator restart: the prefetched batches).
+    `batch_size_hint`: the size the workers start prefetching at construction. An iterable
     source brings its own workers: `workers`, `prefetch` and `pin_memory` apply only to the map-style loader.
     Labels outside [0, num_classes) and non-finite x raise a one-line DataError.
     """

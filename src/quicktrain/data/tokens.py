@@ -8,10 +8,10 @@ for any vocab below 54985 (the magic reads as tokens 54984, 308).
 Why pread, not np.memmap: a memmap held open keeps every page it touched resident (RssFile grows towards the file
 size, which is why nanoGPT recreates its memmap each batch), and mapping a file needs address space as large as the
 file, so it fails under `ulimit -v`. `TokenWindows` instead reads each window with one os.preadv into a reused
-(B, T+1) buffer: no file page is ever mapped, and memory is bounded by the batch, not the file. Measured (2 shared
-CPU cores, page cache warm, 400 MB shard, 128k windows): a held memmap grew RssFile by 390 MB, TokenWindows by 0 kB;
-a batch costs ~45 us at B=12, T=64 and ~180 us at B=64, T=256 (~1.2 us a window in preadv), the same as the resident
-variant and 1-4% of a 5-20 ms CPU step.
+(B, T+1) buffer: no file page is ever mapped, and memory is bounded by the batch, not the file. Measured
+(`python benchmarks/data_read.py`, 400 MB shard, 131,072 windows, page cache warm): a held memmap grew RssFile by
+400 MB, TokenWindows by 0 kB; a batch costs 34 us at B=12, T=64 and 120 us at B=64, T=256, within 15% of the
+resident variant and well under 1% of a CPU training step.
 
 Why the window order is a keyed Feistel permutation: a permutation array of a multi-GB corpus' windows would itself be
 hundreds of MB, and would have to be saved to resume. Window k of epoch e is perm_e(k), computed from (seed, epoch, k)
@@ -111,8 +111,8 @@ class TokenFile:
 
     def max_token(self, chunk_tokens: int = 1 << 24) -> int:
         """The largest token id, by a chunked scan with one reused buffer (32 MB at the default 16M tokens a chunk).
-        Measured 2.5-3.2 GB/s from a warm page cache (disk speed when cold), i.e. seconds for a 10 GB corpus, so it
-        is not run at open: each batch's ids are checked instead (~5 us a batch)."""
+        It reads every byte, at disk speed when the page cache is cold, so it is not run at open: each batch's ids
+        are checked instead."""
         buf, best = np.empty(min(chunk_tokens, self.n_tokens), np.uint16), 0
         with open(self.path, "rb", buffering=0) as f:
             for start in range(0, self.n_tokens, len(buf)):

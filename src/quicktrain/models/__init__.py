@@ -37,16 +37,6 @@ from quicktrain.models.mlp import mlp
 
 __all__ = ["MODELS", "LogitsAdapter", "build_model", "count_params", "prepare_model"]
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "convbase": convbase,
-    "fastnet1d": fastnet1d,
-    "resnet2d": resnet2d,
-    "mlp": mlp,
-    "tiny1d": tiny1d,
-    "tiny2d": tiny2d,
-}
-
-
 def _gpt(input_shape: tuple[int, ...], num_classes: int, channels: tuple[int, ...] = (), **args: object) -> nn.Module:
     from quicktrain.models.gpt import gpt
 
@@ -56,7 +46,15 @@ def _gpt(input_shape: tuple[int, ...], num_classes: int, channels: tuple[int, ..
         raise ConfigError(f"config key model.gpt: {exc}") from None
 
 
-MODELS["gpt"] = _gpt
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "convbase": convbase,
+    "fastnet1d": fastnet1d,
+    "resnet2d": resnet2d,
+    "mlp": mlp,
+    "tiny1d": tiny1d,
+    "tiny2d": tiny2d,
+    "gpt": _gpt,
+}
 
 
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
