@@ -152,3 +152,22 @@ def test_prepare_text_bad_input(tmp_path: Path, case: str) -> None:
         prepare_text(src, out, **kw)
     assert "\n" not in str(err.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_encode_inverts_decode_for_bytes_and_nanogpt_char_meta(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pickle
+
+    import pytest as _pytest
+
+    from quicktrain.data.corpus import decode, encode
+    from quicktrain.errors import DataError
+
+    assert decode(encode("déf x", tmp_path), tmp_path) == "déf x"  # no meta: UTF-8 bytes
+    chars = sorted(set("hello world"))
+    meta = {"vocab_size": len(chars), "stoi": {c: i for i, c in enumerate(chars)},
+            "itos": {i: c for i, c in enumerate(chars)}}
+    (tmp_path / "meta.pkl").write_bytes(pickle.dumps(meta))
+    ids = encode("hello", tmp_path)
+    assert max(ids) < len(chars) and decode(ids, tmp_path) == "hello"
+    with _pytest.raises(DataError, match="not in its stoi"):
+        encode("hello!", tmp_path)
