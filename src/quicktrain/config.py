@@ -106,9 +106,12 @@ class ModelConfig:
     channels: tuple[int, ...] = ()  # per-stage widths; () = the model's own default
     strides: tuple[int, ...] = ()  # per-stage strides, for models that take them (fastnet1d); () = the model's default
     gpt: GPTArgs = field(default_factory=GPTArgs)  # the gpt model's shape and toggles (context: data.context)
+    depth: int = 0  # residual blocks, for models with a depth (revnet1d; gpt uses model.gpt.layers); 0 = default
+    reversible: bool = False  # RevNet coupling blocks (quicktrain.memory.reversible), for models that have them
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
         yield "channels", all(c > 0 for c in self.channels), "widths must be > 0"
+        yield "depth", self.depth >= 0, "must be >= 0 (0 = the model's default)"
         yield "strides", all(s > 0 for s in self.strides), "strides must be > 0"
 
 
@@ -216,17 +219,39 @@ class MethodsConfig:
 
 
 @dataclass(frozen=True)
+class MemoryConfig:
+    """Fitting a step into memory (quicktrain.memory). `system.memory` sets a cap and lets the planner choose these."""
+
+    micro_batch: int = 0  # examples per forward/backward, gradients accumulated to train.batch_size; 0 = whole batch
+    checkpoint: Literal["off", "full", "selective"] = "off"  # activation checkpointing per block (recompute in backward)
+    ghost_bn: bool = True  # with micro-batches, BN momentum 1-(1-m)^(1/k) so k updates a step equal one (Hoffer 2017)
+    check_every: int = 100  # reversible blocks: steps between reconstruction-error checks
+    tolerance: float = 1e-3  # reversible: relative reconstruction error above which blocks fall back to checkpointing
+
+    def rules(self) -> Iterable[tuple[str, bool, str]]:
+        yield "micro_batch", self.micro_batch >= 0, "must be >= 0 (0 = the whole batch)"
+        yield "check_every", self.check_every >= 1, "must be >= 1"
+        yield "tolerance", self.tolerance > 0, "must be > 0"
+
+
+@dataclass(frozen=True)
 class SystemConfig:
     device: str = "auto"  # auto (cuda if present) | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: measured, the fastest correct candidate
     compile: Literal["auto", "on", "off"] = "auto"  # auto: only where measured faster over the run
     channels_last: Literal["auto", "on", "off"] = "auto"  # auto: measured, for models with 2-D convolutions
     threads: int = 0  # intra-op CPU threads; 0 = torch's default (one per physical core)
+    # cap on a step's memory (params, grads, optimizer state, activations), e.g. 2GiB or 512MB: the planner
+    # (quicktrain.memory.planner) picks micro-batch, checkpointing, reversible and precision to fit; "" = no cap;
+    # auto = the free memory of a CUDA device, no cap on CPU
+    memory: str = "auto"
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
         ok = self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
         yield "device", ok, "must be auto, cpu, cuda or cuda:N"
         yield "threads", self.threads >= 0, "must be >= 0"
+        yield "memory", self.memory in ("", "auto") or parse_bytes(self.memory) is not None, \
+            "must be a size such as 2GiB, 512MB or 1e9, or auto, or empty"
 
 
 @dataclass(frozen=True)
@@ -274,11 +299,29 @@ class Config:
     methods: MethodsConfig = field(default_factory=MethodsConfig)
     system: SystemConfig = field(default_factory=SystemConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
         if not self.data.language:  # an accuracy; an LM's target is a loss in nats per token
             yield "train.target", self.train.target <= 1, "must be in [0, 1] for classification (e.g. 0.94)"
+
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20,
+          "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(text: str) -> int | None:
+    """'2GiB' -> 2147483648, '512MB' -> 512000000, '1e9' -> 1000000000; None if it is not a positive size."""
+    t = text.strip().lower().replace(" ", "")
+    i = len(t)
+    while i and t[i - 1].isalpha():
+        i -= 1
+    try:
+        value = float(t[:i]) * _UNITS[t[i:]]
+    except (ValueError, KeyError):
+        return None
+    return int(value) if value >= 1 else None
 
 
 # ---------------------------------------------------------------------------------------------------------------------

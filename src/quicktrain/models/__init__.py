@@ -68,13 +68,18 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
             "gpt is a next-token model: use it with data.name=stdlib or tokens"
         raise ConfigError(f"config key model.name: {need}")
     if cfg.name == "gpt":
-        return _gpt(input_shape, num_classes, **asdict(cfg.gpt))
+        if cfg.depth:
+            raise ConfigError("config key model.depth: gpt takes its depth from model.gpt.layers")
+        return _gpt(input_shape, num_classes, **asdict(cfg.gpt), **({"reversible": True} if cfg.reversible else {}))
     builder = MODELS[cfg.name]
-    if not cfg.strides:
-        return builder(tuple(input_shape), num_classes, tuple(cfg.channels))
-    if "strides" not in inspect.signature(builder).parameters:
-        raise ConfigError(f"config key model.strides: model {cfg.name!r} has no per-stage strides (leave it empty)")
-    return builder(tuple(input_shape), num_classes, tuple(cfg.channels), strides=tuple(cfg.strides))
+    kwargs = {"strides": tuple(cfg.strides), "depth": cfg.depth, "reversible": cfg.reversible}
+    kwargs = {k: v for k, v in kwargs.items() if v}  # only what is set, so each builder gets what it knows
+    accepted = inspect.signature(builder).parameters
+    for key in kwargs:
+        if key not in accepted:
+            what = {"strides": "per-stage strides", "depth": "depth setting", "reversible": "reversible blocks"}[key]
+            raise ConfigError(f"config key model.{key}: model {cfg.name!r} has no {what} (leave it unset)")
+    return builder(tuple(input_shape), num_classes, tuple(cfg.channels), **kwargs)
 
 
 def count_params(model: nn.Module, trainable: bool = False) -> int:
