@@ -223,7 +223,7 @@ class MemoryConfig:
     """Fitting a step into memory (quicktrain.memory). `system.memory` sets a cap and lets the planner choose these."""
 
     micro_batch: int = 0  # examples per forward/backward, gradients accumulated to train.batch_size; 0 = whole batch
-    checkpoint: Literal["off", "full", "selective"] = "off"  # activation checkpointing per block (recompute in backward)
+    checkpoint: Literal["off", "full", "selective"] = "off"  # activation checkpointing per block (recompute)
     ghost_bn: bool = True  # with micro-batches, BN momentum 1-(1-m)^(1/k) so k updates a step equal one (Hoffer 2017)
     check_every: int = 100  # reversible blocks: steps between reconstruction-error checks
     tolerance: float = 1e-3  # reversible: relative reconstruction error above which blocks fall back to checkpointing
