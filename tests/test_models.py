@@ -17,6 +17,7 @@ SHAPES = {
     "mlp": (1, 8, 8),
     "tiny1d": (2, 40),
     "tiny2d": (1, 8, 8),
+    "revnet1d": (1, 40),
 }
 
 
@@ -125,3 +126,16 @@ def test_fastnet1d_strides_from_config() -> None:
         build_model(ModelConfig(name="fastnet1d", channels=(8, 8, 8), strides=(1, 2)), (1, 40), 10)
     with pytest.raises(ConfigError, match="config key model.strides: model 'convbase' has no per-stage strides"):
         build_model(ModelConfig(name="convbase", strides=(1,)), (1, 40), 10)
+
+
+def test_depth_and_reversible_reach_builders_that_take_them_and_are_refused_elsewhere() -> None:
+    plain = build_model(ModelConfig(name="revnet1d", depth=3), (1, 40), 7)
+    rev = build_model(ModelConfig(name="revnet1d", depth=3, reversible=True), (1, 40), 7)
+    assert len(plain.blocks) == 3 and len(rev.blocks) == 3 and rev.reversible and not plain.reversible
+    assert rev(torch.randn(2, 1, 40)).shape == (2, 7)
+    with pytest.raises(ConfigError, match="model.depth"):
+        build_model(ModelConfig(name="mlp", depth=4), (1, 8, 8), 7)
+    with pytest.raises(ConfigError, match="model.reversible"):
+        build_model(ModelConfig(name="fastnet1d", reversible=True), (1, 40), 7)
+    with pytest.raises(ConfigError, match="odd"):
+        build_model(ModelConfig(name="revnet1d", reversible=True, channels=(15,)), (1, 40), 7)

@@ -13,6 +13,7 @@ PyTorch's default initialisation.
 | mlp       | any  | (128,)          | two hidden layers of the one width; fixed size                        |
 | tiny1d    | 1-D  | (8,)            | test model                                                            |
 | tiny2d    | 2-D  | (8,)            | test model                                                            |
+| revnet1d  | 1-D  | (64,)           | `model.depth` residual blocks at one width; `model.reversible` RevNet  |
 | gpt       | tokens | model.gpt     | decoder-only transformer for next-token tasks (quicktrain.models.gpt) |
 
 `gpt` takes its shape and toggles from `model.gpt` (GPTArgs) and its context from `data.context`; it is the one
@@ -34,6 +35,7 @@ from quicktrain.models.contract import LogitsAdapter, prepare_model
 from quicktrain.models.conv1d import convbase, fastnet1d, tiny1d
 from quicktrain.models.conv2d import resnet2d, tiny2d
 from quicktrain.models.mlp import mlp
+from quicktrain.models.revnet import revnet1d
 
 __all__ = ["MODELS", "LogitsAdapter", "build_model", "count_params", "prepare_model"]
 
@@ -51,6 +53,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "fastnet1d": fastnet1d,
     "resnet2d": resnet2d,
     "mlp": mlp,
+    "revnet1d": revnet1d,
     "tiny1d": tiny1d,
     "tiny2d": tiny2d,
     "gpt": _gpt,

@@ -52,6 +52,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from quicktrain.memory.reversible import ReversibleSequence
+
 __all__ = ["GPT", "gpt"]
 
 NormKind = Literal["rms", "layer"]
@@ -145,13 +147,20 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x), rope)
         return x + self.mlp(self.ln_2(x))
 
+    # the two residual functions of a reversible stack (memory.reversible: y1 = x1 + F(x2), y2 = x2 + G(y1))
+    def f(self, x: Tensor, rope: Rope | None) -> Tensor:
+        return self.attn(self.ln_1(x), rope)
+
+    def g(self, x: Tensor, rope: Rope | None) -> Tensor:
+        return self.mlp(self.ln_2(x))
+
 
 class GPT(nn.Module):
     """Token ids (B, T) int64, T <= context, -> logits (B, T, vocab_size). Build it with `gpt(...)`."""
 
     def __init__(self, vocab_size: int, context: int, layers: int, heads: int, width: int, *, rotary: bool,
                  qk_norm: bool, relu2: bool, tied_head: bool, zero_init: bool, dropout: float, learned_pos: bool,
-                 norm: NormKind) -> None:
+                 norm: NormKind, reversible: bool = False) -> None:
         super().__init__()
         _check(vocab_size, context, layers, heads, width, rotary, dropout, norm)
         self.vocab_size, self.context, self.layers, self.heads, self.width = vocab_size, context, layers, heads, width
@@ -161,7 +170,10 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(vocab_size, width)
         self.wpe = nn.Embedding(context, width) if learned_pos else None
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(width, heads, norm, qk_norm, relu2, dropout) for _ in range(layers))
+        blocks = (Block(width, heads, norm, qk_norm, relu2, dropout) for _ in range(layers))
+        # reversible: the same blocks (same keys, same init draws) as couplings on two copies of the stream
+        self.reversible = reversible
+        self.blocks = ReversibleSequence(blocks) if reversible else nn.ModuleList(blocks)
         self.ln_f = _make_norm(norm, width)
         self.head = nn.Linear(width, vocab_size, bias=False)
         if tied_head:
@@ -194,8 +206,12 @@ class GPT(nn.Module):
             x = x + self.wpe.weight[:t]
         x = self.drop(x)
         rope = (self.rope_cos[:t], self.rope_sin[:t]) if self.rotary else None
-        for block in self.blocks:
-            x = block(x, rope)
+        if self.reversible:  # Reformer (Kitaev et al. 2020): two streams from the embedding, averaged at the end
+            x1, x2 = self.blocks(x, x, rope)
+            x = (x1 + x2) / 2
+        else:
+            for block in self.blocks:
+                x = block(x, rope)
         return self.head(self.ln_f(x))
 
     def num_params(self, non_embedding: bool = True) -> int:
@@ -233,10 +249,12 @@ def _check(vocab_size: int, context: int, layers: int, heads: int, width: int, r
 
 def gpt(vocab_size: int, context: int, layers: int = 4, heads: int = 4, width: int = 128, *, rotary: bool = True,
         qk_norm: bool = True, relu2: bool = True, tied_head: bool = False, zero_init: bool = True,
-        dropout: float = 0.0, learned_pos: bool | None = None, norm: NormKind | None = None) -> GPT:
+        dropout: float = 0.0, learned_pos: bool | None = None, norm: NormKind | None = None,
+        reversible: bool = False) -> GPT:
     """A GPT; the defaults are the modern (modded-nanogpt) path. `learned_pos` defaults to `not rotary`, `norm` to
-    "rms" with rotary and "layer" (nanoGPT's LayerNorm, no bias) without. See the module docstring."""
+    "rms" with rotary and "layer" (nanoGPT's LayerNorm, no bias) without. `reversible` runs the blocks as RevNet
+    couplings (quicktrain.memory.reversible; `model.reversible`). See the module docstring."""
     return GPT(vocab_size, context, layers, heads, width, rotary=rotary, qk_norm=qk_norm, relu2=relu2,
                tied_head=tied_head, zero_init=zero_init, dropout=dropout,
                learned_pos=(not rotary) if learned_pos is None else learned_pos,
-               norm=("rms" if rotary else "layer") if norm is None else norm)
+               norm=("rms" if rotary else "layer") if norm is None else norm, reversible=reversible)
