@@ -43,6 +43,8 @@ class Choices:
     channels_last: bool
     compile: bool
     notes: dict[str, Any] = field(default_factory=dict)  # the timings behind each choice, for the report
+    # micro_batch, checkpoint, reversible, precision (None = not planned), planned, cap: quicktrain.memory.settings
+    memory: dict[str, Any] = field(default_factory=dict)
 
 
 def time_steps(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, loss_fn: LossFn,

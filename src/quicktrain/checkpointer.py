@@ -98,7 +98,8 @@ class Checkpointer(NullCheckpointer):
         """Write a checkpoint of the state at this step boundary (`clock`: the train clock now); return its seconds."""
         snapshot = RunState(**{**st.__dict__, "train_seconds": clock, "wall_seconds": self.wall()})
         ch = self.run.choices
-        choices = {"precision": ch.precision, "channels_last": ch.channels_last, "compile": ch.compile}
+        choices = {"precision": ch.precision, "channels_last": ch.channels_last, "compile": ch.compile,
+                   "memory": ch.memory}
         return self.rundir.save(self.run.stateful(), snapshot, self.pending, choices, self.run.splits.fingerprint,
                                 measure.device_name(self.run.device))
 

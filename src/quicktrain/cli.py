@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     lr.add_argument("--run-dir", metavar="DIR", help="where lr_find.json, lr_find.png (and the --apply run) go")
     _common(lr)
 
+    plan = sub.add_parser("plan-memory", help="the memory planner's candidates and choice for a recipe under a cap "
+                          "(--system.memory=SIZE; on CUDA the free memory by default)", allow_abbrev=False)
+    plan.add_argument("recipe", nargs="?", default="mnist1d")
+    _common(plan)
+
     tune = sub.add_parser("tune", help="budgeted search (Optuna TPE + Hyperband) over the recipe's search space",
                           allow_abbrev=False)
     tune.add_argument("recipe", nargs="?", default="mnist1d")
@@ -190,6 +195,8 @@ def _dispatch(argv: list[str], origin: float) -> int:
         return _lr_find(args, overrides, origin)
     if args.command == "tune":
         return _tune(args, overrides)
+    if args.command == "plan-memory":
+        return _plan_memory(args, overrides)
     return _bench(args, overrides)
 
 
@@ -281,6 +288,20 @@ def _lr_find(args: argparse.Namespace, overrides: list[str], origin: float) -> i
     return 0
 
 
+def _plan_memory(args: argparse.Namespace, overrides: list[str]) -> int:
+    from dataclasses import asdict
+
+    from quicktrain.run import plan_memory_for
+
+    cfg = _configure(args.recipe, overrides)
+    plan = plan_memory_for(cfg, say=lambda m: print(m, flush=True))
+    print(plan.table())
+    rows = [asdict(c) | {"fits": c.fits} for c in plan.candidates]
+    print(json.dumps({"recipe": cfg.name, "cap": plan.cap, "batch": plan.batch, "seconds": plan.seconds,
+                      "choice": plan.memory(), "candidates": rows}), flush=True)
+    return 0
+
+
 def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
     from quicktrain.tuning import compare_grid, tune
 
@@ -347,6 +368,7 @@ def _print_config(cfg: Any) -> None:
 
 
 def _print_summary(result: Any) -> None:
+    from quicktrain.memory.tracking import describe as describe_memory
     from quicktrain.report import format_pct, format_seconds, format_usd, markdown_table
 
     util = f"{100 * result.utilisation:.1f}%" if result.utilisation is not None else "–"
@@ -362,6 +384,7 @@ def _print_summary(result: Any) -> None:
         ["stopped by", result.stopped_by],
         ["adaptive defaults", "; ".join(result.adapted) if result.adapted else "no (the recipe's constants)"],
         ["steps / samples / epochs", f"{result.steps} / {result.samples} / {result.epochs:.2f}"],
+        ["memory", describe_memory(result.memory)],
         ["model FLOPs, utilisation",
          f"{result.flops:.3g}, {util} of {result.peak_flops / 1e9:.0f} GFLOP/s ({result.precision})"],
         [f"cost on {result.instance}",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
@@ -37,6 +37,8 @@ from quicktrain.result import Result
 from quicktrain.run import Run, build_run
 from quicktrain.rundir import RunDir, RunState
 from quicktrain.schedules import make_schedule
+from quicktrain.memory.backoff import restore, snapshot
+from quicktrain.memory.tracking import memory_line, saved_bytes
 from quicktrain.runtime import sync
 from quicktrain.signals import stop_on_signals
 from quicktrain.state import weights_sha256
@@ -228,10 +230,29 @@ def _result(run: Run, st: RunState, ckpt: NullCheckpointer, price: Any, adapted_
         price_source=price.source, torch_version=torch.__version__, weights_sha256=weights_sha256(run.model),
         restarts=len(st.restarts), seconds_lost_to_restarts=sum(r["lost_seconds"] for r in st.restarts),
         metric=run.task.metric, val_loss=last.get("val_loss"), test_loss=last.get("test_loss"),
-        test_loss_at_target=at.get("test_loss") if at else None, data_path=run.data_path,
+        test_loss_at_target=at.get("test_loss") if at else None, data_path=run.data_path, memory=_memory(run),
         peak_lr=cfg.optim.lr, run_dir=ckpt.path, adapted=adapted_for, stopped_by=st.stopped_by,
         notes=guard_notes(run.cfg, st.metrics, st.stopped_by, st.reached_at is not None, bool(adapted_for)),
         metrics=st.metrics)
+
+
+def _memory(run: Run) -> dict[str, Any]:
+    """The run's memory line: what the model and optimizer hold, the activations one micro-batch saves for
+    backward (one extra training-mode forward after the run, its RNG, BN statistics and counters restored), the
+    device's peak on CUDA, and the memory settings used."""
+    mc = run.cfg.memory
+    n = min(mc.micro_batch or run.cfg.train.batch_size, len(run.val[0]))
+    x, y = run.layout(run.val[0][:n]), run.val[1][:n]
+    was_training, snap = run.model.training, snapshot(run.model)
+    run.model.train()
+    with run.precision.autocast():
+        _, act = saved_bytes(lambda: run.task.loss(run.model(x), y), exclude=run.model)
+    restore(snap)
+    run.model.train(was_training)
+    peak = torch.cuda.max_memory_allocated(run.device) if run.device.type == "cuda" else 0
+    line = memory_line(run.model, run.optimizer, act, peak)
+    backoffs = run.backoff.events if run.backoff is not None else []
+    return {**asdict(line), **run.choices.memory, "backoffs": backoffs}
 
 
 def _shapes(cfg: Config, run: Run, steps: int) -> Counter[tuple[int, int]]:

@@ -155,7 +155,8 @@ def _sweep(run: Run, start_lr: float, end_lr: float, steps: int, t0: float) -> L
         x, y = batches.next(batch)
         if augment is not None:
             x, y = augment.on_batch(x, y, 0.0)
-        loss = train_step(net, optimizer, prec, run.task.loss, run.layout(x), y, cfg.optim.grad_clip)
+        loss = train_step(net, optimizer, prec, run.task.loss, run.layout(x), y, cfg.optim.grad_clip,
+                          micro_batch=cfg.memory.micro_batch, ghost_bn=cfg.memory.ghost_bn)  # the run's memory plan
         lrs.append(lr)
         losses.append(loss.item())
         current = smooth(losses)[-1]

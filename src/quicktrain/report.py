@@ -12,6 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from quicktrain.memory.tracking import describe as describe_memory
+
 DASH = "–"  # what a missing or unknown value shows as
 MAX_METRIC_ROWS = 30  # the metrics table is a summary; metrics.jsonl holds every row
 
@@ -251,6 +253,7 @@ def numbers_table(result: dict[str, Any]) -> str:
         *figures,
         ["steps / samples / epochs", f"{_format_value(r('steps'))} / {_format_value(r('samples'))} / "
                                      f"{_format_value(r('epochs'))}"],
+        ["memory", describe_memory(r("memory") or {})],
         ["model FLOPs (train)", _format_flops(r("flops"))],
         ["utilisation vs measured peak", f"{format_pct(util, 1)} of {peak_text}"],
         ["precision / compile / channels_last", flags],

@@ -48,6 +48,9 @@ class Result:
     test_loss: float | None = None
     test_loss_at_target: float | None = None
     data_path: str = ""  # how the training data was read: resident | streamed (printed at setup too)
+    # params / grads / optimizer / activations bytes (one micro-batch's, measured after training), peak (CUDA), and
+    # the memory settings: micro_batch, checkpoint, reversible, planned, cap, predicted_peak, backoffs
+    memory: dict[str, Any] = field(default_factory=dict)
     metrics: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @property

@@ -10,8 +10,10 @@ measured"); the LR finder's sweep, when the run uses one, is inside it.
 
 from __future__ import annotations
 
+import copy
+import inspect
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
@@ -25,15 +27,21 @@ from quicktrain.data import Splits, load_data
 from quicktrain.data.batches import DeviceBatches
 from quicktrain.data.lm import TokenSplits, lm_batches, load_lm
 from quicktrain.data.stream import StreamedSplits, stream_batches
+from quicktrain.memory.backoff import Backoff
+from quicktrain.memory.checkpointing import apply_checkpointing
+from quicktrain.memory.planner import Plan as MemoryPlan, Variant
+from quicktrain.memory.reversible import configure_reversible
+from quicktrain.memory.settings import apply_settings, memory_settings
+from quicktrain.memory.tracking import tensor_bytes
 from quicktrain.methods import EMA, Method, hooks
 from quicktrain.methods.registry import build_methods
-from quicktrain.models import build_model
+from quicktrain.models import MODELS, build_model
 from quicktrain.models.contract import prepare_model, prepare_lm
 from quicktrain.optim import make_optimizer
 from quicktrain.precision import Precision
 from quicktrain.runtime import derive_seed, pick_device, seed_everything
 from quicktrain.schedules import Schedule, make_schedule
-from quicktrain.step import train_step
+from quicktrain.step import backward_pass, train_step
 from quicktrain.tasks import Classification, NextToken, Task
 
 
@@ -57,6 +65,8 @@ class Run:
     interval: int = 1  # samples between validation checks
     data_path: str = "resident"  # how training batches are read: resident (tensors on the device) | streamed
     adapted: bool = False  # the adaptive defaults replaced the recipe's constants (quicktrain.adapt)
+    backoff: Backoff | None = None  # under a memory cap: halves the micro-batch on out-of-memory
+    plan: MemoryPlan | None = None  # the memory settings and, under a cap, the planner's table
     on_batch: list[Callable[..., Any]] = field(default_factory=list)
     after_step: list[Callable[..., Any]] = field(default_factory=list)
 
@@ -93,54 +103,61 @@ class Run:
         return x.contiguous(memory_format=torch.channels_last) if self._cl_input else x
 
     def step(self, x: Tensor, y: Tensor) -> Tensor:
-        return train_step(self.net, self.optimizer, self.precision, self.task.loss, x, y, self.cfg.optim.grad_clip,
-                          self.model)
+        mc = self.cfg.memory
+        if self.backoff is None:
+            return train_step(self.net, self.optimizer, self.precision, self.task.loss, x, y, self.cfg.optim.grad_clip,
+                              self.model, mc.micro_batch, mc.ghost_bn)
+        # under a cap: an out-of-memory forward/backward is redone on the same batch at half the micro-batch
+        loss = self.backoff.run(lambda m: backward_pass(self.net, self.precision, self.task.loss, x, y, m,
+                                                        mc.ghost_bn, self.model), self.model, len(x))
+        if self.backoff.micro != mc.micro_batch:
+            self.cfg = replace(self.cfg, memory=replace(mc, micro_batch=self.backoff.micro))
+            self.choices.memory["micro_batch"] = self.backoff.micro  # saved with the next checkpoint
+        self.precision.step(self.optimizer, self.cfg.optim.grad_clip, self.model)
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss
 
 
 def build_run(cfg: Config, model: nn.Module | None = None, data: Any = None, choices: Choices | None = None,
               say: Callable[[str], None] = lambda _m: None) -> Run:
-    """Set up a run. `choices` (a resumed run's) skips the `auto` race: a different precision would change the
-    numbers. `model` is used as given (moved to the device), not copied."""
+    """Set up a run. `choices` (a resumed run's) skips the `auto` race and the memory planner: a different precision
+    or micro-batch would change the numbers. `model` is used as given (moved to the device), not copied."""
     tc = cfg.train
     device = pick_device(cfg.system.device)
     if cfg.system.threads:
         torch.set_num_threads(cfg.system.threads)
     seed_everything(tc.seed)
     order_seed = derive_seed(tc.seed, "order")
-    task: Task
-    if cfg.data.language:  # a next-token task: what differs from classification is data, model check and task
-        if data is not None:
-            raise ConfigError("data from Python is not supported for a next-token task: write it as token shards "
-                              "(quicktrain prepare-text) and set data.path")
-        splits = load_lm(cfg.data, sample=max(64, tc.batch_size))
-        model = model if model is not None else build_model(cfg.model, splits.input_shape, splits.num_classes)
-        model = prepare_lm(model, splits.sample.x[:2], splits.vocab_size, device)
+    splits, examples, task, prep = _inputs(cfg, data, device)
+    if model is not None:
+        model = prep(model, say)  # contract.py
+    plan = _memory(cfg, choices, model, splits, examples, prep, task, device, say)
+    cfg, memory = apply_settings(cfg, plan.memory()), plan.memory()
+    if model is None:
+        model = prep(build_model(cfg.model, splits.input_shape, splits.num_classes), say)
+    if cfg.memory.checkpoint != "off":
+        apply_checkpointing(model, cfg.memory.checkpoint)
+    configure_reversible(model, cfg.memory.check_every, cfg.memory.tolerance)
+    if cfg.data.language:
         batches, data_path = lm_batches(splits, cfg.data, order_seed, device, say)
-        task = NextToken(splits.bytes_per_token)
-        examples = splits.sample
+    elif isinstance(splits, StreamedSplits):  # bigger than data.resident_max_mb: through a DataLoader
+        batches, data_path = stream_batches(splits, order_seed, device, say, sequential=tc.sequential)
     else:
-        splits = load_data(cfg.data, data)
-        model = model if model is not None else build_model(cfg.model, splits.input_shape, splits.num_classes)
-        if isinstance(splits, StreamedSplits):  # bigger than data.resident_max_mb: through a DataLoader
-            examples = splits.sample
-            model = prepare_model(model, examples.x[:8], splits.num_classes, device, note=say)  # contract.py
-            batches, data_path = stream_batches(splits, order_seed, device, say, sequential=tc.sequential)
-        else:
-            examples, data_path = splits.train, "resident"
-            model = prepare_model(model, examples.x[:8], splits.num_classes, device, note=say)
-            batches = DeviceBatches(examples.x.to(device), examples.y.to(device), seed=order_seed,
-                                    sequential=tc.sequential)
-        task = Classification(cfg.methods.label_smoothing, splits.augment if cfg.methods.tta else "none")
+        data_path = "resident"
+        batches = DeviceBatches(examples.x.to(device), examples.y.to(device), seed=order_seed,
+                                sequential=tc.sequential)
     n_train = batches.n
     optimizer = make_optimizer(model, cfg.optim, device)
     total = max(1, tc.steps * tc.batch_size if tc.steps else int(tc.epochs * n_train))
     interval = max(1, tc.eval_every_steps * tc.batch_size if tc.eval_every_steps else int(tc.eval_every * n_train))
     methods = build_methods(cfg, splits, model, device)
-    if choices is None:
-        sample_x, sample_y = examples.x[: tc.batch_size].to(device), examples.y[: tc.batch_size].to(device)
+    if choices is None:  # the race runs at the micro-batch a step will run
+        n = cfg.memory.micro_batch or tc.batch_size
+        sample_x, sample_y = examples.x[:n].to(device), examples.y[:n].to(device)
         choices = autotune(cfg.system, model, lambda m: make_optimizer(m, cfg.optim, device), sample_x, sample_y,
                            task.loss, math.ceil(total / tc.batch_size),
                            cache_key(model, sample_x, cfg.optim.name, measure.device_name(device)))
+    choices.memory = memory
     say(f"device {measure.device_name(device)}: precision {choices.precision}, channels_last {choices.channels_last}, "
         f"compile {choices.compile}")
     if choices.channels_last:
@@ -149,5 +166,70 @@ def build_run(cfg: Config, model: nn.Module | None = None, data: Any = None, cho
     val = (splits.val.x.to(device), splits.val.y.to(device))
     test = (splits.test.x.to(device), splits.test.y.to(device))
     schedule = make_schedule(cfg, total, n_train, interval, resolution=2 / max(1, len(splits.val)))
+    backoff = Backoff(cfg.memory.micro_batch, say) if memory.get("cap") else None
     return Run(cfg, device, splits, task, model, net, optimizer, batches, methods, Precision(choices.precision, device),
-               choices, val, test, total, schedule, interval, data_path)
+               choices, val, test, total, schedule, interval, data_path, backoff=backoff, plan=plan)
+
+
+def _inputs(cfg: Config, data: Any, device: torch.device) -> tuple[Any, Any, Task, Callable[..., nn.Module]]:
+    """(splits, training examples to sample batches from, task, prepare(model, note=None) for this data)."""
+    if cfg.data.language:  # a next-token task: what differs from classification is data, model check and task
+        if data is not None:
+            raise ConfigError("data from Python is not supported for a next-token task: write it as token shards "
+                              "(quicktrain prepare-text) and set data.path")
+        lm = load_lm(cfg.data, sample=max(64, cfg.train.batch_size))
+
+        def prep_lm(m: nn.Module, note: Callable[[str], None] | None = None) -> nn.Module:
+            return prepare_lm(m, lm.sample.x[:2], lm.vocab_size, device)
+        return lm, lm.sample, NextToken(lm.bytes_per_token), prep_lm
+    splits = load_data(cfg.data, data)
+    examples = splits.sample if isinstance(splits, StreamedSplits) else splits.train
+
+    def prep(m: nn.Module, note: Callable[[str], None] | None = None) -> nn.Module:
+        return prepare_model(m, examples.x[:8], splits.num_classes, device, note=note)  # contract.py
+    task = Classification(cfg.methods.label_smoothing, splits.augment if cfg.methods.tta else "none")
+    return splits, examples, task, prep
+
+
+def plan_memory_for(cfg: Config, model: nn.Module | None = None, data: Any = None,
+                    say: Callable[[str], None] = lambda _m: None) -> MemoryPlan:
+    """The memory plan a run of `cfg` would make, every variant measured (for `quicktrain plan-memory`)."""
+    device = pick_device(cfg.system.device)
+    if cfg.system.threads:
+        torch.set_num_threads(cfg.system.threads)
+    seed_everything(cfg.train.seed)
+    splits, examples, task, prep = _inputs(cfg, data, device)
+    if model is not None:
+        model = prep(model, say)
+    return _memory(cfg, None, model, splits, examples, prep, task, device, say, every=True)
+
+
+def _memory(cfg: Config, choices: Choices | None, model: nn.Module | None, splits: Any, examples: Any,
+            prep: Callable[..., nn.Module], task: Task, device: torch.device,
+            say: Callable[[str], None], every: bool = False) -> MemoryPlan:
+    """The run's memory settings (quicktrain.memory.settings), as a plan. The planner measures copies: of the
+    given model, or fresh builds of the config's, all under restored RNG."""
+    rng = torch.get_rng_state()
+
+    def build(v: Variant) -> nn.Module:
+        if model is not None:
+            m = copy.deepcopy(model)
+        else:
+            torch.set_rng_state(rng)  # the planner runs under fork_rng: this changes nothing outside it
+            m = prep(build_model(replace(cfg.model, reversible=v.reversible), splits.input_shape, splits.num_classes))
+        if v.checkpoint != "off":
+            apply_checkpointing(m, v.checkpoint)
+        return m
+
+    can_reverse = model is None and _has_reversible(cfg.model.name)
+    n = min(cfg.train.batch_size, len(examples.x))
+    x, y = examples.x[:n].to(device), examples.y[:n].to(device)
+    resident = device.type == "cuda" and not cfg.data.language and not isinstance(splits, StreamedSplits)
+    extra = tensor_bytes([examples.x, examples.y, splits.val.x, splits.val.y, splits.test.x, splits.test.y]) \
+        if resident else 0  # resident data shares the device with the step (LM tokens: not counted)
+    return memory_settings(cfg, choices.memory if choices is not None else None, device, build, can_reverse,
+                           lambda m: make_optimizer(m, cfg.optim, device), task.loss, x, y, extra, say, every)
+
+
+def _has_reversible(name: str) -> bool:
+    return name == "gpt" or (name in MODELS and "reversible" in inspect.signature(MODELS[name]).parameters)

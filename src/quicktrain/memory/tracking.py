@@ -25,7 +25,8 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-__all__ = ["LiveBytes", "MemoryLine", "fmt_bytes", "memory_line", "optimizer_bytes", "saved_bytes", "tensor_bytes"]
+__all__ = ["LiveBytes", "MemoryLine", "describe", "fmt_bytes", "memory_line", "optimizer_bytes", "saved_bytes",
+           "tensor_bytes"]
 
 
 def _key(t: Tensor) -> int:
@@ -138,3 +139,19 @@ def fmt_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"
+
+
+def describe(memory: dict[str, Any]) -> str:
+    """One line from a result's `memory` dict (MemoryLine fields plus the run's memory settings)."""
+    if not memory:
+        return "–"
+    parts = [f"{k} {fmt_bytes(memory[k])}" for k in ("params", "grads", "optimizer", "activations") if k in memory]
+    if memory.get("peak"):
+        parts.append(f"peak {fmt_bytes(memory['peak'])}")
+    how = [f"micro-batch {memory['micro_batch']}" if memory.get("micro_batch") else "whole batch",
+           f"checkpoint {memory.get('checkpoint', 'off')}"] + (["reversible"] if memory.get("reversible") else [])
+    if memory.get("planned"):
+        how.append(f"planned under {fmt_bytes(memory['cap'])}, predicted peak {fmt_bytes(memory['predicted_peak'])}")
+    if memory.get("backoffs"):
+        how.append(f"{len(memory['backoffs'])} out-of-memory backoff(s)")
+    return ", ".join(parts) + " (" + "; ".join(how) + ")"
