@@ -58,6 +58,29 @@ def test_flop_count_with_no_grads_present() -> None:
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_flops_of_reversible_blocks_count_the_recompute() -> None:
+    # The reversible backward calls autograd.grad inside a custom Function, which torch's per-module flop tracker
+    # cannot follow (it raised). Each coupling's F and G run once forward and once more in backward to rebuild
+    # their inputs, so a reversible step costs forward + recompute + backward: 4x forward for the couplings.
+    from quicktrain.memory.reversible import Coupling, ReversibleSequence
+
+    width, n = 8, 4
+    seq = ReversibleSequence(Coupling(nn.Linear(width, width, bias=False), nn.Linear(width, width, bias=False))
+                             for _ in range(3))
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = seq
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cat(self.blocks(*x.chunk(2, dim=1)), dim=1)
+
+    x, y = torch.randn(n, 2 * width), torch.randint(0, 2 * width, (n,))
+    forward = 6 * 2 * n * width * width  # six linears
+    assert measure.count_train_flops(Net(), x, y, F.cross_entropy) == 4 * forward
+
+
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("QUICKTRAIN_CACHE", str(tmp_path))
