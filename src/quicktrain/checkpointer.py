@@ -10,14 +10,17 @@ arrived (then `Preempted` is raised after the write).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 from torch import Tensor
 
 from quicktrain import measure
 from quicktrain.autotune import Choices
+from quicktrain.checkpoint import read_checkpoint
+from quicktrain.dist import SINGLE, Dist
 from quicktrain.errors import Preempted
-from quicktrain.rundir import RunDir, RunState
+from quicktrain.rundir import Resumed, RunDir, RunState
 from quicktrain.signals import StopFlag
 
 
@@ -38,7 +41,8 @@ class NullCheckpointer:
         self.stop = stop if stop is not None else StopFlag()
 
     def saved_choices(self) -> Choices | None:
-        return None
+        """A resumed run keeps the original run's `auto` choices."""
+        return Choices(**self.resumed.meta["choices"], notes={}) if self.resumed is not None else None
 
     def begin(self, run: Any, fresh: RunState, pending: list[Tensor], wall_origin: float) -> RunState:
         self.wall_base, self.t_wall = 0.0, wall_origin
@@ -62,19 +66,17 @@ class NullCheckpointer:
 
 
 class Checkpointer(NullCheckpointer):
-    def __init__(self, rundir: RunDir, stop: StopFlag, force: bool, say: Callable[[str], None]) -> None:
+    def __init__(self, rundir: RunDir, stop: StopFlag, force: bool, say: Callable[[str], None],
+                 dist: Dist = SINGLE) -> None:
         super().__init__(stop)
-        self.rundir, self.force, self.say = rundir, force, say
+        self.rundir, self.force, self.say, self.dist = rundir, force, say, dist
         self.path = str(rundir.path)
         self.resumed = rundir.latest()
+        dist.broadcast_json(str(self.resumed.path) if self.resumed else None)  # the one every rank resumes from
         kc = rundir.cfg.checkpoint
         self.every_steps, self.every_seconds = kc.every_steps, kc.every_seconds
         self.saves = bool(kc.every_steps or kc.every_seconds)
         self.min_gap, self.last_save = kc.every_seconds, 0.0
-
-    def saved_choices(self) -> Choices | None:
-        """A resumed run keeps the original run's `auto` choices."""
-        return Choices(**self.resumed.meta["choices"], notes={}) if self.resumed is not None else None
 
     def begin(self, run: Any, fresh: RunState, pending: list[Tensor], wall_origin: float) -> RunState:
         """Check and restore a resumed run (or start a fresh one); write config.json and metrics.jsonl."""
@@ -113,9 +115,33 @@ class Checkpointer(NullCheckpointer):
 
     def preempt(self, st: RunState, clock: float) -> NoReturn:
         self.save(st, clock)
-        raise Preempted(f"{self.stop.name}: checkpointed at step {st.step} in {self.rundir.path}")
+        self.dist.barrier()  # the other ranks exit only once the checkpoint is whole
+        raise Preempted(f"{self.stop.name or 'a stop signal on another rank'}: checkpointed at step {st.step} in "
+                        f"{self.rundir.path}")
 
     def finish(self, st: RunState, result: dict[str, Any], notes: dict[str, Any]) -> None:
         """The final state (weights, optimizer), so the run can be continued or checked; then report and result."""
         self.save(st, st.train_seconds)
         self.rundir.finish(result, notes, st.metrics)
+
+
+class Follower(NullCheckpointer):
+    """A rank other than 0 under data parallel (quicktrain.dist): it writes nothing, resumes from the checkpoint rank 0
+    chose (read and verified from the shared run directory) and, on a stop, waits until rank 0's checkpoint is
+    written before it stops too."""
+
+    def __init__(self, run_dir: str | Path, stop: StopFlag, dist: Dist) -> None:
+        super().__init__(stop)
+        self.dist, self.path = dist, str(run_dir)
+        path = dist.broadcast_json(None)
+        self.resumed = Resumed(Path(path), *read_checkpoint(Path(path))) if path else None
+
+    def begin(self, run: Any, fresh: RunState, pending: list[Tensor], wall_origin: float) -> RunState:
+        st = RunDir.restore(self.resumed, run.stateful(), pending) if self.resumed is not None else fresh
+        self.wall_base, self.t_wall = (st.wall_seconds, time.perf_counter()) if self.resumed else (0.0, wall_origin)
+        return st
+
+    def preempt(self, st: RunState, clock: float) -> NoReturn:
+        self.dist.barrier()
+        raise Preempted(f"{self.stop.name or 'a stop signal on another rank'}: stopped at step {st.step}; rank 0 "
+                        f"checkpointed")

@@ -1,7 +1,9 @@
 """The command line. `main(argv) -> int` so tests call it in-process.
 
-Exit statuses: 0 success; 1 the run diverged (non-finite loss) or a checkpoint could not be written; 2 bad input
-(one line on stderr, no traceback); 75 stopped by SIGTERM/SIGINT/SIGUSR1 after writing a checkpoint (resume it).
+Exit statuses: 0 success; 1 the run diverged (non-finite loss), a checkpoint could not be written, or (under
+torchrun) a peer rank failed or did not answer within system.dist_timeout; 2 bad input (one line on stderr, no
+traceback); 75 stopped by SIGTERM/SIGINT/SIGUSR1 after writing a checkpoint (resume it). Under torchrun only rank 0
+prints, except errors that are a rank's own.
 Config overrides are any `--section.key=value` (or `--section.key value`) arguments; they are checked against the
 config dataclasses (quicktrain.config).
 """
@@ -148,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(list(sys.argv[1:] if argv is None else argv), origin)
     except UserError as exc:
-        print(f"quicktrain: error: {exc}", file=sys.stderr)
+        if _rank() == 0 or not isinstance(exc, ConfigError):  # a config error is every rank's: said once
+            print(f"quicktrain: error: {exc}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:
         print(f"quicktrain: training diverged: {exc}", file=sys.stderr)
@@ -161,6 +164,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 75
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
+    except RuntimeError as exc:
+        if not _peer_failure(exc):
+            raise
+        first = str(exc).strip().splitlines()[0]
+        print(f"quicktrain: error: rank {_rank()}: a peer rank failed or did not answer within system.dist_timeout: "
+              f"{first}", file=sys.stderr)
+        return 1
+
+
+def _rank() -> int:
+    import os
+
+    value = os.environ.get("RANK", "0")
+    return int(value) if value.isdigit() else 0
+
+
+def _peer_failure(exc: RuntimeError) -> bool:
+    """A collective that failed because another rank died or hangs (gloo and NCCL raise RuntimeErrors)."""
+    from quicktrain.dist import env_world_size
+
+    if env_world_size() <= 1:
+        return False
+    import torch.distributed as dist
+
+    text = str(exc)
+    return isinstance(exc, getattr(dist, "DistError", ())) or any(
+        k in text for k in ("gloo", "NCCL", "Timed out", "Connection closed", "Connection reset", "c10d"))
 
 
 def entry() -> None:
@@ -210,9 +240,13 @@ def _configure(recipe: str, overrides: list[str]) -> Any:
 def _run(args: argparse.Namespace, overrides: list[str], origin: float) -> int:
     if args.seed is not None:
         overrides.append(f"train.seed={args.seed}")
+    from quicktrain.dist import setup
+
     cfg = _configure(args.recipe, overrides)
     run_dir = (Path(args.run_dir) if args.run_dir
                else Path("runs") / cfg.name / time.strftime(f"%Y%m%d-%H%M%S-s{cfg.train.seed}"))
+    # under torchrun: rank 0's name on every rank
+    run_dir = Path(setup(cfg.system, cfg.train.batch_size).broadcast_json(str(run_dir)))
     return _train_and_report(cfg, run_dir, args.instance, args.prices, not args.no_progress, origin, args.force)
 
 
@@ -233,24 +267,29 @@ def _resume(args: argparse.Namespace, origin: float) -> int:
 
 def _train_and_report(cfg: Any, run_dir: Path, instance: str | None, prices: str | None, progress: bool,
                       origin: float, force: bool) -> int:
+    from quicktrain.dist import setup
     from quicktrain.loop import train
 
-    _print_config(cfg)
+    main = setup(cfg.system, cfg.train.batch_size).is_main  # under torchrun, rank 0 alone prints and writes
+    if main:
+        _print_config(cfg)
     created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not (run_dir / "run.json").exists():  # how the run was started; a resume keeps it
-        (run_dir / "run.json").write_text(json.dumps({"instance": instance, "prices": prices}) + "\n")
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not (run_dir / "run.json").exists():  # how the run was started; a resume keeps it
+            (run_dir / "run.json").write_text(json.dumps({"instance": instance, "prices": prices}) + "\n")
     try:
         result = train(cfg, run_dir=run_dir, instance=instance, prices_path=prices, progress=progress,
                        wall_origin=origin, log=lambda m: print(m, flush=True), force=force)
     except UserError:
-        if created and not (run_dir / "checkpoints").exists():  # bad input: leave nothing behind
+        if main and created and not (run_dir / "checkpoints").exists():  # bad input: leave nothing behind
             import shutil
 
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    _print_summary(result)
-    print(json.dumps(result.to_json()), flush=True)
+    if main:
+        _print_summary(result)
+        print(json.dumps(result.to_json()), flush=True)
     return 0
 
 
@@ -305,9 +344,14 @@ def _plan_memory(args: argparse.Namespace, overrides: list[str]) -> int:
 def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
     from quicktrain.tuning import compare_grid, tune
 
+    from quicktrain.dist import env_world_size
+
     if overrides or args.target is not None:
         raise UserError("tune takes no config overrides: declare the search space in the recipe (SEARCH_SPACE), "
                         "or copy the recipe and change it")
+    if env_world_size() > 1:
+        raise UserError("tune runs its trials in one process: start several workers on one --storage instead of "
+                        "torchrun")
     if args.compare == "grid":
         report = compare_grid(args.recipe, log=lambda m: print(m, flush=True))
         print(json.dumps(report), flush=True)
@@ -384,6 +428,7 @@ def _print_summary(result: Any) -> None:
         ["stopped by", result.stopped_by],
         ["adaptive defaults", "; ".join(result.adapted) if result.adapted else "no (the recipe's constants)"],
         ["steps / samples / epochs", f"{result.steps} / {result.samples} / {result.epochs:.2f}"],
+        ["ranks x threads, machines", f"{result.world_size} x {result.threads or '–'}, {result.nodes}"],
         ["memory", describe_memory(result.memory)],
         ["model FLOPs, utilisation",
          f"{result.flops:.3g}, {util} of {result.peak_flops / 1e9:.0f} GFLOP/s ({result.precision})"],

@@ -245,11 +245,15 @@ class SystemConfig:
     # (quicktrain.memory.planner) picks micro-batch, checkpointing, reversible and precision to fit; "" = no cap;
     # auto = the free memory of a CUDA device, no cap on CPU
     memory: str = "auto"
+    # data parallel under torchrun (quicktrain.dist): auto = nccl on CUDA, gloo on CPU
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    dist_timeout: float = 300.0  # seconds a rank waits for its peers in a collective before the run fails
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
         ok = self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
         yield "device", ok, "must be auto, cpu, cuda or cuda:N"
         yield "threads", self.threads >= 0, "must be >= 0"
+        yield "dist_timeout", self.dist_timeout > 0, "must be > 0 (seconds)"
         yield "memory", self.memory in ("", "auto") or parse_bytes(self.memory) is not None, \
             "must be a size such as 2GiB, 512MB or 1e9, or auto, or empty"
 

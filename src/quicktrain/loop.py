@@ -25,8 +25,9 @@ from torch import Tensor, nn
 
 from quicktrain import measure, prices
 from quicktrain.adapt import adapted, describe, guard_notes, untuned
-from quicktrain.checkpointer import Checkpointer, NullCheckpointer
+from quicktrain.checkpointer import Checkpointer, Follower, NullCheckpointer
 from quicktrain.config import Config, check_config
+from quicktrain.dist import Dist, setup as setup_dist
 from quicktrain.errors import TrainingDiverged
 from quicktrain.lr_find import sweep
 from quicktrain.methods.progressive_resize import resize
@@ -60,18 +61,20 @@ def train(cfg: Config | ModuleType | str | None = None, model: nn.Module | None 
     SIGUSR1 checkpoints at the next step boundary and raises `Preempted`."""
     origin = time.perf_counter() if wall_origin is None else wall_origin
     cfg = load_recipe(cfg) if cfg is not None else check_config(Config())
-    say = log or (lambda _msg: None)
+    d = setup_dist(cfg.system, cfg.train.batch_size)  # under torchrun: this rank's place; rank 0 alone writes
+    say = (log or (lambda _msg: None)) if d.is_main else (lambda _msg: None)
     reasons = untuned(cfg, model, data)  # the recipe's constants do not apply: choose by measurement instead
     if reasons:
         say(describe(cfg, reasons))
-    rundir = RunDir(run_dir, cfg, warn=say) if run_dir is not None else None
+    rundir = RunDir(run_dir, cfg, warn=say) if run_dir is not None and d.is_main else None
     try:
-        with stop_on_signals(rundir is not None and cfg.checkpoint.on_signal) as stop:
-            ckpt = Checkpointer(rundir, stop, force, say) if rundir is not None else NullCheckpointer(stop)
-            run = build_run(adapted(cfg) if reasons else cfg, model, data, choices=ckpt.saved_choices(), say=say)
+        with stop_on_signals(run_dir is not None and cfg.checkpoint.on_signal) as stop:
+            ckpt = _checkpointer(run_dir, rundir, stop, force, say, d)
+            run = build_run(adapted(cfg) if reasons else cfg, model, data, choices=ckpt.saved_choices(), say=say,
+                            dist=d)
             run.adapted = bool(reasons)
             price = prices.lookup(instance or prices.DEFAULT_INSTANCE, prices.load_prices(prices_path))
-            st = _loop(run, ckpt, on_eval, progress, origin, say)
+            st = _loop(run, ckpt, on_eval, progress and d.is_main, origin, say)
             result = _result(run, st, ckpt, price, reasons)
             for note in result.notes:
                 say(note)
@@ -80,6 +83,13 @@ def train(cfg: Config | ModuleType | str | None = None, model: nn.Module | None 
     finally:
         if rundir is not None:
             rundir.close()
+
+
+def _checkpointer(run_dir: str | Path | None, rundir: RunDir | None, stop: Any, force: bool,
+                  say: Callable[[str], None], d: Dist) -> NullCheckpointer:
+    if run_dir is None:
+        return NullCheckpointer(stop)
+    return Checkpointer(rundir, stop, force, say, d) if rundir is not None else Follower(run_dir, stop, d)
 
 
 def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], bool | None] | None,
@@ -94,6 +104,7 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
         found = sweep(run)
         floor = run.cfg.adapt.lr_floor if run.adapted else 0.0  # adaptive runs never go below plain Adam's LR
         st.peak_lr, st.train_seconds = max(found.suggested_lr, floor), found.seconds  # its cost is time to train
+        st.peak_lr = run.dist.broadcast_json(st.peak_lr)  # every rank trains with rank 0's
         say(f"lr-find: suggested peak LR {found.suggested_lr:.3g} ({found.confidence} confidence, "
             f"{found.seconds:.2f} s); using {st.peak_lr:.3g}")
     # Hot path: ~0.6 ms a step on a tiny net, so the loop does nothing per step that can be done afterwards (the
@@ -102,6 +113,8 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
         run.schedule.peak = st.peak_lr
     at, lr = run.schedule.at, -1.0
     timed = tc.max_seconds > 0 or ckpt.saves
+    # under data parallel, with a time budget or signal handlers (a run directory), every rank must stop at one step
+    agree = run.dist.on and (tc.max_seconds > 0 or ckpt.path is not None)
     bar = _progress_bar(math.ceil(total / tc.batch_size), run.cfg.name, progress, run.task.metric)
     last_val = st.metrics[-1][key] if st.metrics else None
     run.model.train()
@@ -124,18 +137,21 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
             for hook in run.after_step:
                 hook(run.model, st.step)
             if st.step % NAN_CHECK_EVERY == 0:
-                _flush(pending, st)
+                _flush(pending, st, run.dist)
             bar.update(st.step, value=last_val)
         st.check_due = False
         # ---- at the step boundary: a stop signal, a validation check, a periodic checkpoint ----------------------
-        if ckpt.stop:
-            st.check_due = st.samples >= st.next_eval or st.samples >= total
-            ckpt.preempt(st, st.train_seconds + time.perf_counter() - t_seg)
         # the clock is read per step only when something depends on it (a time budget, timed checkpoints)
         clock = st.train_seconds + time.perf_counter() - t_seg if timed else st.train_seconds
-        done = st.samples >= total or 0 < tc.max_seconds <= clock
+        stop, over_time = bool(ckpt.stop), 0 < tc.max_seconds <= clock
+        if agree:  # a signal that reached one rank, or one rank's clock, stops them all at this step
+            stop, over_time = run.dist.agree(stop, over_time)
+        if stop:
+            st.check_due = st.samples >= st.next_eval or st.samples >= total
+            ckpt.preempt(st, st.train_seconds + time.perf_counter() - t_seg)
+        done = st.samples >= total or over_time
         if st.samples >= st.next_eval or done:
-            _flush(pending, st)
+            _flush(pending, st, run.dist)
             record = _check(run, st, ckpt, t_seg)
             st.metrics.append(record)
             st.loss_sum, st.loss_n, last_val = 0.0, 0, record[key]
@@ -163,14 +179,15 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
 def _check(run: Run, st: RunState, ckpt: NullCheckpointer, t_seg: float) -> dict[str, Any]:
     """A validation check (on the train clock, which it stops) and the test split's figures (off it, for the record).
     A signal during the check saves the state as it was before it and stops."""
-    try:
-        val = run.task.evaluate(run.eval_model, *run.val, run.precision, stop=ckpt.stop)
+    try:  # under data parallel a check is not cut short: one rank's signal is acted on at the step boundary
+        val = run.task.evaluate(run.eval_model, *run.val, run.precision, stop=None if run.dist.on else ckpt.stop,
+                                dist=run.dist)
     except Interrupted:
         st.check_due = True  # resume redoes this check before its next step
         ckpt.preempt(st, st.train_seconds + time.perf_counter() - t_seg)
     sync(run.device)
     st.train_seconds += time.perf_counter() - t_seg
-    test = run.task.evaluate(run.eval_model, *run.test, run.precision)
+    test = run.task.evaluate(run.eval_model, *run.test, run.precision, dist=run.dist)
     return {"step": st.step, "samples": st.samples, "epoch": st.samples / run.n_train,
             "progress": min(1.0, st.samples / run.total), "train_seconds": st.train_seconds,
             "wall_seconds": ckpt.wall(), "lr": st.lr, "batch_size": st.batch_size, "size": st.size,
@@ -194,12 +211,14 @@ def _with_peak_lr(cfg: Config, peak_lr: float) -> Config:
     return replace(cfg, optim=replace(cfg.optim, lr=peak_lr)) if peak_lr else cfg
 
 
-def _flush(pending: list[Tensor], st: RunState) -> None:
+def _flush(pending: list[Tensor], st: RunState, dist: Dist) -> None:
     """Move the pending losses into the window's sum; raise TrainingDiverged if any is NaN or infinite.
-    Called at fixed steps (multiples of NAN_CHECK_EVERY) and at checks, so a resumed run sums in the same order."""
+    Called at fixed steps (multiples of NAN_CHECK_EVERY) and at checks, so a resumed run sums in the same order.
+    Under data parallel the ranks' losses are averaged first: every rank sees the same sum, and stops together."""
     if not pending:
         return
-    total = torch.stack(pending).float().sum().item()
+    local = torch.stack(pending).float().sum()
+    total = (dist.sum(local) / dist.world).item() if dist.on else local.item()
     n = len(pending)
     pending.clear()
     if not math.isfinite(total):
@@ -217,8 +236,9 @@ def _result(run: Run, st: RunState, ckpt: NullCheckpointer, price: Any, adapted_
     cfg, ch = _with_peak_lr(run.cfg, st.peak_lr), run.choices
     last, at = st.metrics[-1], st.metrics[st.reached_at] if st.reached_at is not None else None
     flops = sum(n * _step_flops(run, shape) for shape, n in _shapes(cfg, run, st.step).items())
-    peak = measure.peak_flops(run.device, run.precision.dtype)
-    on_demand, spot = prices.cost_usd(st.train_seconds, price)
+    d = run.dist
+    peak = measure.peak_flops(run.device, run.precision.dtype) * d.world  # every rank's device
+    on_demand, spot = prices.cost_usd(st.train_seconds * d.nodes, price)  # `instance` is one machine of d.nodes
     return Result(
         recipe=cfg.name, seed=cfg.train.seed, target=cfg.train.target, reached_target=at is not None,
         seconds_to_target=at["train_seconds"] if at else None, train_seconds=st.train_seconds,
@@ -229,6 +249,7 @@ def _result(run: Run, st: RunState, ckpt: NullCheckpointer, price: Any, adapted_
         instance=price.instance, cost_usd_on_demand=on_demand, cost_usd_spot=spot, price_date=price.date,
         price_source=price.source, torch_version=torch.__version__, weights_sha256=weights_sha256(run.model),
         restarts=len(st.restarts), seconds_lost_to_restarts=sum(r["lost_seconds"] for r in st.restarts),
+        world_size=d.world, nodes=d.nodes, threads=torch.get_num_threads() if run.device.type == "cpu" else 0,
         metric=run.task.metric, val_loss=last.get("val_loss"), test_loss=last.get("test_loss"),
         test_loss_at_target=at.get("test_loss") if at else None, data_path=run.data_path, memory=_memory(run),
         peak_lr=cfg.optim.lr, run_dir=ckpt.path, adapted=adapted_for, stopped_by=st.stopped_by,

@@ -36,6 +36,7 @@ from quicktrain.precision import Precision
 from quicktrain.runtime import derive_seed
 from quicktrain.schedules import lr_batch_scale
 from quicktrain.state import rng_state, set_rng_state
+from quicktrain.sync_bn import local_copy
 from quicktrain.step import train_step
 
 if TYPE_CHECKING:
@@ -138,7 +139,7 @@ def sweep(run: Run, start_lr: float = 1e-6, end_lr: float = 10.0, steps: int = 1
 
 def _sweep(run: Run, start_lr: float, end_lr: float, steps: int, t0: float) -> LRFindResult:
     cfg, device = run.cfg, run.device
-    net = copy.deepcopy(run.model).train()
+    net = (local_copy(run.model) if run.dist.on else copy.deepcopy(run.model)).train()  # no collectives in it
     n = run.n_train
     steps = max(3, min(steps, n))  # at most one epoch of examples in total
     batch = max(1, min(cfg.train.batch_size, n // steps))

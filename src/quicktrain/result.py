@@ -29,7 +29,7 @@ class Result:
     channels_last: bool
     device: str
     instance: str
-    cost_usd_on_demand: float  # train_seconds at the instance's price
+    cost_usd_on_demand: float  # train_seconds at the instance's price, times the machines (nodes) used
     cost_usd_spot: float
     price_date: str
     price_source: str
@@ -43,6 +43,9 @@ class Result:
     adapted: list[str] = field(default_factory=list)  # why the recipe's constants were replaced (quicktrain.adapt)
     stopped_by: str = ""  # target | budget | max_seconds | schedule | on_eval
     notes: list[str] = field(default_factory=list)  # the never-worse-than-plain guard's findings, for the report
+    world_size: int = 1  # processes (ranks) that trained together under torchrun (quicktrain.dist)
+    nodes: int = 1  # machines they ran on: cost_usd_* is train_seconds x nodes x the instance's price
+    threads: int = 0  # intra-op CPU threads per rank (0 on CUDA)
     metric: str = "acc"  # what the target is in: acc (higher is better) or loss (nats per token, lower is better)
     val_loss: float | None = None  # at the end of the run
     test_loss: float | None = None

@@ -27,6 +27,7 @@ from quicktrain.data import Splits, load_data
 from quicktrain.data.batches import DeviceBatches
 from quicktrain.data.lm import TokenSplits, lm_batches, load_lm
 from quicktrain.data.stream import StreamedSplits, stream_batches
+from quicktrain.dist import SINGLE, Dist, check_batch, device_for, setup as setup_dist
 from quicktrain.memory.backoff import Backoff
 from quicktrain.memory.checkpointing import apply_checkpointing
 from quicktrain.memory.planner import Plan as MemoryPlan, Variant
@@ -67,12 +68,16 @@ class Run:
     adapted: bool = False  # the adaptive defaults replaced the recipe's constants (quicktrain.adapt)
     backoff: Backoff | None = None  # under a memory cap: halves the micro-batch on out-of-memory
     plan: MemoryPlan | None = None  # the memory settings and, under a cap, the planner's table
+    dist: Dist = SINGLE  # data parallel under torchrun (quicktrain.dist): this process's rank and its collectives
     on_batch: list[Callable[..., Any]] = field(default_factory=list)
     after_step: list[Callable[..., Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.on_batch, self.after_step = hooks(self.methods, "on_batch"), hooks(self.methods, "after_step")
         self._cl_input = self.choices.channels_last and len(self.splits.input_shape) == 3
+        # under data parallel: every rank draws and augments the global batch and keeps its slice, unless the source
+        # reads only the rank's rows itself (token windows)
+        self._slice = self.dist.on and not hasattr(self.batches, "set_part")
 
     @property
     def eval_model(self) -> nn.Module:
@@ -97,6 +102,8 @@ class Run:
         x, y = self.batches.next(batch_size)
         for hook in self.on_batch:
             x, y = hook(x, y, progress)
+        if self._slice:
+            x, y = self.dist.part(x), self.dist.part(y)
         return self.layout(x), y
 
     def layout(self, x: Tensor) -> Tensor:
@@ -119,11 +126,15 @@ class Run:
 
 
 def build_run(cfg: Config, model: nn.Module | None = None, data: Any = None, choices: Choices | None = None,
-              say: Callable[[str], None] = lambda _m: None) -> Run:
+              say: Callable[[str], None] = lambda _m: None, dist: Dist | None = None) -> Run:
     """Set up a run. `choices` (a resumed run's) skips the `auto` race and the memory planner: a different precision
-    or micro-batch would change the numbers. `model` is used as given (moved to the device), not copied."""
+    or micro-batch would change the numbers. `model` is used as given (moved to the device), not copied. Under
+    torchrun (`dist`, else joined here) the model is wrapped in DistributedDataParallel and every choice is rank 0's."""
     tc = cfg.train
-    device = pick_device(cfg.system.device)
+    d = dist if dist is not None else setup_dist(cfg.system)
+    check_batch(tc.batch_size, "train.batch_size", d.world)
+    local = tc.batch_size // d.world  # examples a rank computes per step
+    device = pick_device(device_for(cfg.system.device, d))
     if cfg.system.threads:
         torch.set_num_threads(cfg.system.threads)
     seed_everything(tc.seed)
@@ -131,8 +142,9 @@ def build_run(cfg: Config, model: nn.Module | None = None, data: Any = None, cho
     splits, examples, task, prep = _inputs(cfg, data, device)
     if model is not None:
         model = prep(model, say)  # contract.py
-    plan = _memory(cfg, choices, model, splits, examples, prep, task, device, say)
-    cfg, memory = apply_settings(cfg, plan.memory()), plan.memory()
+    plan = _memory(cfg, choices, model, splits, examples, prep, task, device, say, batch=local)
+    memory = d.broadcast_json(plan.memory())  # every rank runs rank 0's plan
+    cfg = apply_settings(cfg, memory)
     if model is None:
         model = prep(build_model(cfg.model, splits.input_shape, splits.num_classes), say)
     if cfg.memory.checkpoint != "off":
@@ -140,6 +152,8 @@ def build_run(cfg: Config, model: nn.Module | None = None, data: Any = None, cho
     configure_reversible(model, cfg.memory.check_every, cfg.memory.tolerance)
     if cfg.data.language:
         batches, data_path = lm_batches(splits, cfg.data, order_seed, device, say)
+        if d.on:
+            batches.set_part(d.rank, d.world)
     elif isinstance(splits, StreamedSplits):  # bigger than data.resident_max_mb: through a DataLoader
         batches, data_path = stream_batches(splits, order_seed, device, say, sequential=tc.sequential)
     else:
@@ -152,23 +166,45 @@ def build_run(cfg: Config, model: nn.Module | None = None, data: Any = None, cho
     interval = max(1, tc.eval_every_steps * tc.batch_size if tc.eval_every_steps else int(tc.eval_every * n_train))
     methods = build_methods(cfg, splits, model, device)
     if choices is None:  # the race runs at the micro-batch a step will run
-        n = cfg.memory.micro_batch or tc.batch_size
+        n = cfg.memory.micro_batch or local
         sample_x, sample_y = examples.x[:n].to(device), examples.y[:n].to(device)
         choices = autotune(cfg.system, model, lambda m: make_optimizer(m, cfg.optim, device), sample_x, sample_y,
                            task.loss, math.ceil(total / tc.batch_size),
                            cache_key(model, sample_x, cfg.optim.name, measure.device_name(device)))
+        if d.on:  # one program on every rank: rank 0's choices
+            picked = d.broadcast_json([choices.precision, choices.channels_last, choices.compile])
+            choices.precision, choices.channels_last, choices.compile = picked
     choices.memory = memory
     say(f"device {measure.device_name(device)}: precision {choices.precision}, channels_last {choices.channels_last}, "
         f"compile {choices.compile}")
     if choices.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    net = torch.compile(model) if choices.compile else model
+    net = _data_parallel(model, device, d) if d.on else model
+    net = torch.compile(net) if choices.compile else net
     val = (splits.val.x.to(device), splits.val.y.to(device))
     test = (splits.test.x.to(device), splits.test.y.to(device))
     schedule = make_schedule(cfg, total, n_train, interval, resolution=2 / max(1, len(splits.val)))
     backoff = Backoff(cfg.memory.micro_batch, say) if memory.get("cap") else None
     return Run(cfg, device, splits, task, model, net, optimizer, batches, methods, Precision(choices.precision, device),
-               choices, val, test, total, schedule, interval, data_path, backoff=backoff, plan=plan)
+               choices, val, test, total, schedule, interval, data_path, backoff=backoff, plan=plan, dist=d)
+
+
+def _data_parallel(model: nn.Module, device: torch.device, d: Dist) -> nn.Module:
+    """`model` with batch norm over the global batch (the same parameter objects, so the optimizer built before is
+    unchanged), wrapped in DistributedDataParallel, which checks that every rank holds the same weights."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from quicktrain.sync_bn import SyncBatchNorm, convert_sync_bn
+
+    convert_sync_bn(model)
+    # synced BN statistics are equal on every rank; other buffers are broadcast from rank 0 each forward, as DDP does
+    others = any(next(m.buffers(recurse=False), None) is not None and not isinstance(m, SyncBatchNorm)
+                 for m in model.modules())
+    # torch 2.13 renames broadcast_buffers (the weights and buffers are still synced once, at construction)
+    sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters \
+        else "broadcast_buffers"
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   **{sync: others})
 
 
 def _inputs(cfg: Config, data: Any, device: torch.device) -> tuple[Any, Any, Task, Callable[..., nn.Module]]:
@@ -206,7 +242,7 @@ def plan_memory_for(cfg: Config, model: nn.Module | None = None, data: Any = Non
 
 def _memory(cfg: Config, choices: Choices | None, model: nn.Module | None, splits: Any, examples: Any,
             prep: Callable[..., nn.Module], task: Task, device: torch.device,
-            say: Callable[[str], None], every: bool = False) -> MemoryPlan:
+            say: Callable[[str], None], every: bool = False, batch: int = 0) -> MemoryPlan:
     """The run's memory settings (quicktrain.memory.settings), as a plan. The planner measures copies: of the
     given model, or fresh builds of the config's, all under restored RNG."""
     rng = torch.get_rng_state()
@@ -222,7 +258,7 @@ def _memory(cfg: Config, choices: Choices | None, model: nn.Module | None, split
         return m
 
     can_reverse = model is None and _has_reversible(cfg.model.name)
-    n = min(cfg.train.batch_size, len(examples.x))
+    n = min(batch or cfg.train.batch_size, len(examples.x))  # a rank's share of the batch under data parallel
     x, y = examples.x[:n].to(device), examples.y[:n].to(device)
     resident = device.type == "cuda" and not cfg.data.language and not isinstance(splits, StreamedSplits)
     extra = tensor_bytes([examples.x, examples.y, splits.val.x, splits.val.y, splits.test.x, splits.test.y]) \

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from quicktrain.dist import SINGLE, Dist
 from quicktrain.methods.label_smoothing import loss_fn as make_loss
 from quicktrain.methods.tta import tta_logits
 from quicktrain.precision import Precision
@@ -48,10 +49,10 @@ class Classification:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, precision: Precision, chunk: int = 2048,
-                 stop: Any = None) -> dict[str, float]:
+                 stop: Any = None, dist: Dist = SINGLE) -> dict[str, float]:
         """{"acc", "loss"} of `model` on (x, y), in eval mode. If `stop` becomes truthy (a signal flag), raise
-        Interrupted at the next chunk rather than finish."""
-        return evaluate(model, x, y, precision, self.tta, chunk, stop)
+        Interrupted at the next chunk rather than finish. Under data parallel each rank scores its shard."""
+        return evaluate(model, x, y, precision, self.tta, chunk, stop, dist)
 
 
 def next_token_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -75,9 +76,9 @@ class NextToken:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, precision: Precision, chunk: int = 32,
-                 stop: Any = None) -> dict[str, float]:
+                 stop: Any = None, dist: Dist = SINGLE) -> dict[str, float]:
         """{"loss", "acc"[, "bpb"]} over the fixed windows (x, y), each (N, T), in eval mode (restored after)."""
-        correct, loss_sum = _sums(model, x, y, precision, chunk, stop, model, torch.float64)
+        correct, loss_sum = _sums(model, x, y, precision, chunk, stop, model, torch.float64, dist)
         n = max(1, y.numel())
         out = {"loss": loss_sum / n, "acc": correct / n}
         if self.bytes_per_token > 0:
@@ -90,20 +91,22 @@ Task = Classification | NextToken
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, precision: Precision, tta: str = "none", chunk: int = 2048,
-             stop: Any = None) -> dict[str, float]:
+             stop: Any = None, dist: Dist = SINGLE) -> dict[str, float]:
     """{"acc": accuracy, "loss": mean cross-entropy} of a classifier on (x, y), in eval mode, with test-time
     augmentation `tta`; the model's train/eval mode is restored afterwards."""
     correct, loss_sum = _sums(model, x, y, precision, chunk, stop, lambda xb: tta_logits(model, xb, tta),
-                              torch.float32)
+                              torch.float32, dist)
     n = max(1, len(x))
     return {"acc": correct / n, "loss": loss_sum / n}
 
 
 def _sums(model: nn.Module, x: Tensor, y: Tensor, precision: Precision, chunk: int, stop: Any,
-          logits_of: Callable[[Tensor], Tensor], dtype: torch.dtype) -> tuple[int, float]:
+          logits_of: Callable[[Tensor], Tensor], dtype: torch.dtype, dist: Dist = SINGLE) -> tuple[int, float]:
     """(correct predictions, summed cross-entropy) of `logits_of(x chunk)` against y over every position, chunk by
     chunk in eval mode (restored after); the sums stay on the device until the end (one host sync). If `stop`
-    becomes truthy (a signal flag), raise Interrupted at the next chunk rather than finish."""
+    becomes truthy (a signal flag), raise Interrupted at the next chunk rather than finish. Under data parallel
+    each rank sums its shard of (x, y) and the sums are all-reduced, so every rank returns the same numbers."""
+    x, y = dist.shard(x), dist.shard(y)
     was_training = model.training
     model.eval()
     correct = torch.zeros((), device=x.device, dtype=torch.long)
@@ -119,4 +122,7 @@ def _sums(model: nn.Module, x: Tensor, y: Tensor, precision: Precision, chunk: i
             loss_sum += F.cross_entropy(logits, yb, reduction="sum").to(dtype)
     finally:
         model.train(was_training)
+    if dist.on:
+        total = dist.sum(torch.stack([correct.double(), loss_sum.double()]))
+        return int(round(float(total[0]))), float(total[1])
     return int(correct.item()), float(loss_sum.item())

@@ -346,9 +346,16 @@ class _Windows:
         self.order = WindowOrder(self.n, context, seed)
         self.epoch = 0  # completed epochs
         self.pos = 0  # windows of the current epoch already handed out
+        self.rank, self.world = 0, 1  # under data parallel: this rank reads only its 1/world of each batch
+
+    def set_part(self, rank: int, world: int) -> None:
+        """Hand out only rank `rank`'s equal slice of every global batch (quicktrain.dist): the order and the
+        cursor stay global, so the ranks together read exactly the windows one process would."""
+        self.rank, self.world = rank, world
 
     def _locate(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """(file index, first token) of the next batch's windows; advances pos/epoch exactly like DeviceBatches."""
+        """(file index, first token) of the next batch's windows (this rank's slice of them under data parallel);
+        advances pos/epoch by the whole batch exactly like DeviceBatches."""
         if not 1 <= batch_size <= self.n:
             raise ValueError(f"batch_size {batch_size} must be in [1, {self.n}] (windows in the training data)")
         if self.pos + batch_size > self.n:  # drop-last
@@ -358,6 +365,9 @@ class _Windows:
         if self.pos == self.n:
             self.epoch, self.pos = self.epoch + 1, 0
         w = self.order.positions(epoch, start, batch_size)
+        if self.world > 1:
+            part = batch_size // self.world
+            w = w[self.rank * part:(self.rank + 1) * part]
         f = np.searchsorted(self.ends, w, side="right")
         i = w - (self.ends[f] - self.counts[f])
         return f, self.order.offset(epoch) + i * self.context
@@ -402,9 +412,10 @@ class TokenWindows(_Windows):
 
     def next(self, batch_size: int) -> tuple[Tensor, Tensor]:
         f, starts = self._locate(batch_size)
-        if len(self._buf) != batch_size:
-            self._buf = np.empty((batch_size, self.context + 1), np.uint16)
-        for r in range(batch_size):
+        rows = len(f)  # the batch, or this rank's slice of it
+        if len(self._buf) != rows:
+            self._buf = np.empty((rows, self.context + 1), np.uint16)
+        for r in range(rows):
             file = self.files[int(f[r])]
             _pread_into(self._fds[int(f[r])], self._buf[r], file, int(starts[r]))
         _check_ids(self._buf, self.vocab_size, self.names, f, starts)
