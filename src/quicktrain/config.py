@@ -117,13 +117,15 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    # sgd: Nesterov, decoupled decay; adam: torch's coupled L2; muon: Muon on hidden 2-D weights, AdamW on the rest
-    name: Literal["adamw", "sgd", "adam", "muon"] = "adamw"
+    # sgd: Nesterov, decoupled decay; adam: torch's coupled L2; muon: Muon on hidden 2-D weights, AdamW on the rest;
+    # lars / lamb: momentum SGD / Adam with a layer-wise trust ratio for large batches (quicktrain.large_batch)
+    name: Literal["adamw", "sgd", "adam", "muon", "lars", "lamb"] = "adamw"
     lr: float = 4e-2  # peak LR at train.batch_size examples per step
-    weight_decay: float = 0.0  # decoupled for adamw/sgd (Loshchilov & Hutter 2019), L2 for adam
-    no_decay_1d: bool = True  # no decay on norm weights, biases and other 1-d parameters
-    betas: tuple[float, float] = (0.9, 0.999)
-    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0  # decoupled: adamw/sgd (Loshchilov & Hutter 2019); L2: adam, lars; lamb: in its update
+    no_decay_1d: bool = True  # no decay (and, for lars/lamb, no trust ratio) on norm weights, biases, other 1-d params
+    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw, muon's AdamW groups, lamb
+    momentum: float = 0.9  # sgd and lars
+    trust_coefficient: float = 0.001  # lars: η in the trust ratio
     eps: float = 1e-8
     grad_clip: float = 0.0  # max global gradient norm; 0 = off
     lr_find: bool = False  # run the LR range test first and use its suggestion as the peak LR (quicktrain.lr_find)
@@ -135,6 +137,7 @@ class OptimConfig:
         yield "weight_decay", self.weight_decay >= 0, "must be >= 0"
         yield "betas", all(0 <= b < 1 for b in self.betas), "must be in [0, 1)"
         yield "momentum", 0 <= self.momentum < 1, "must be in [0, 1)"
+        yield "trust_coefficient", self.trust_coefficient > 0, "must be > 0"
         yield "eps", self.eps > 0, "must be > 0"
         yield "grad_clip", self.grad_clip >= 0, "must be >= 0"
         yield "muon_lr_scale", self.muon_lr_scale > 0, "must be > 0"

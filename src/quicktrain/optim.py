@@ -7,6 +7,8 @@
 - Adam with coupled L2 (decay added to the gradient): torch's default, kept for the `plain` recipe and the ablation.
 - Muon + AdamW (`muon`, quicktrain.muon): each group carries `lr_scale`, the multiple of the schedule's LR it
   takes (`set_lr`), so one schedule drives both.
+- LARS and LAMB (`lars`, `lamb`, quicktrain.large_batch): layer-wise trust ratios for large batches; the undecayed
+  1-d group is not adapted either (`adapt=False`).
 - `param_groups`: weight decay only on parameters with >= 2 dims (the rule nanoGPT uses). Decaying BatchNorm/LayerNorm
   gains and biases shrinks them toward zero for no regularisation benefit (Goyal et al. 2017 sec. 5; Jia et al. 2018).
 """
@@ -74,6 +76,15 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> 
         return MuonAdamW(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas,
                          muon_lr_scale=cfg.muon_lr_scale, muon_momentum=cfg.muon_momentum,
                          no_decay_1d=cfg.no_decay_1d)
+    if cfg.name in ("lars", "lamb"):  # layer-wise trust ratios (quicktrain.large_batch)
+        from quicktrain.large_batch import LAMB, LARS
+
+        # with no_decay_1d, the undecayed group is exactly the 1-d parameters: neither decayed nor adapted
+        groups = [{**g, "adapt": not cfg.no_decay_1d or g["params"][0].ndim >= 2} for g in groups]
+        if cfg.name == "lars":
+            return LARS(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                        trust_coefficient=cfg.trust_coefficient)
+        return LAMB(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
     return cls(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=_fused_ok(model, device))
 

@@ -26,6 +26,8 @@ from quicktrain.runtime import derive_seed
 
 Builder = Callable[[Config, Any, nn.Module, torch.device], Method | None]  # splits: Splits or TokenSplits
 WD = 5e-4  # the decay the weight-decay rows add to a recipe that has none
+TRUST_RATIO = ("lars", "lamb")  # quicktrain.large_batch: the decay is part of the layer-wise trust ratio
+KEEPS_OPTIMIZER = ("muon", *TRUST_RATIO)  # the decay row toggles their decay and keeps the optimizer
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Technique:
     off: dict[str, Any] | Callable[[Config], dict[str, Any]]
     on: dict[str, Any] | Callable[[Config], dict[str, Any]]
     label_on: Callable[[Config], str] | None = None
+    label_off: Callable[[Config], str | None] | None = None  # None, or None returned: "− name"
     build: Builder | None = None  # the step method this technique adds to a run (None: it acts through config)
     input_size: Callable[[Config, float, int], int] | None = None  # (cfg, progress, full size) -> training size
     search: tuple[Any, ...] | None = None  # its range in the default search space, keyed by `key`
@@ -48,7 +51,8 @@ class Technique:
     def variant(self, base: Config) -> tuple[str, dict[str, Any]]:
         """The ablation row for this technique on `base`: its label and the overrides that toggle it."""
         if self.is_on(base):
-            return f"− {self.name}", self.off_for(base)
+            label = self.label_off(base) if self.label_off is not None else None
+            return label or f"− {self.name}", self.off_for(base)
         label = self.label_on(base) if self.label_on is not None else f"+ {self.name}"
         return label, self.on(base) if callable(self.on) else self.on
 
@@ -125,12 +129,14 @@ TECHNIQUES: tuple[Technique, ...] = (
     Technique("warmup + one-cycle schedule", "schedule.kind", lambda c: c.schedule.kind != "constant",
               {"schedule.kind": "constant"}, {"schedule.kind": "onecycle"}, search=None),
     Technique("decoupled weight decay (AdamW)", "optim.weight_decay",
-              lambda c: c.optim.name in ("adamw", "sgd", "muon") and c.optim.weight_decay > 0,
-              lambda c: {"optim.weight_decay": 0.0} if c.optim.name == "muon" else {"optim.name": "adam"},
-              lambda c: {"optim.weight_decay": c.optim.weight_decay or WD} if c.optim.name == "muon" else
+              lambda c: c.optim.name in ("adamw", "sgd", *KEEPS_OPTIMIZER) and c.optim.weight_decay > 0,
+              lambda c: {"optim.weight_decay": 0.0} if c.optim.name in KEEPS_OPTIMIZER else {"optim.name": "adam"},
+              lambda c: {"optim.weight_decay": c.optim.weight_decay or WD} if c.optim.name in KEEPS_OPTIMIZER else
               {"optim.name": "adamw", "optim.weight_decay": c.optim.weight_decay or WD},
-              label_on=lambda c: f"+ decoupled weight decay ({'' if c.optim.name == 'muon' else 'AdamW, '}"
-                                 f"{c.optim.weight_decay or WD:g})",
+              label_on=lambda c: f"+ weight decay ({c.optim.name}, {c.optim.weight_decay or WD:g})"
+              if c.optim.name in TRUST_RATIO else
+              f"+ decoupled weight decay ({'' if c.optim.name == 'muon' else 'AdamW, '}{c.optim.weight_decay or WD:g})",
+              label_off=lambda c: f"− weight decay ({c.optim.name})" if c.optim.name in TRUST_RATIO else None,
               search=("log", 1e-5, 1e-2)),
     Technique("no decay on norm/bias/1-d", "optim.no_decay_1d",
               lambda c: c.optim.no_decay_1d and c.optim.weight_decay > 0,
