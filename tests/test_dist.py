@@ -8,7 +8,8 @@ with an explicit timeout.
   bit for bit like an uninterrupted one;
 - a rank that stops answering is detected within system.dist_timeout: one line, exit 1, not a 30-minute hang;
 - bad input: a batch the world size does not divide (one line, said once), nccl on a CPU;
-- SyncBatchNorm across 2 processes equals BatchNorm on the concatenated batch; the Dist collectives.
+- SyncBatchNorm across 2 processes equals BatchNorm on the concatenated batch; the Dist collectives;
+- measuring the gradient noise scale through DDP's communication hook changes nothing in the run.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def _same_curve(a: list[dict[str, Any]], b: list[dict[str, Any]], n_val: int) ->
 
 def test_two_ranks_train_the_curve_of_one_process(tmp_path: Path) -> None:
     args = ["run", "mnist1d", *SMALL, "--train.epochs=2", "--train.batch_size=64", "--train.eval_every=0.5",
-            "--train.eval_from=0", "--train.stop_on_target=false", "--adapt.mode=off"]
+            "--train.eval_from=0", "--train.stop_on_target=false", "--adapt.mode=off", "--noise.every=5"]
     two = _run(_torchrun(*args, "--run-dir", str(tmp_path / "two")), tmp_path)
     one = _run([sys.executable, "-m", "quicktrain", *args, "--run-dir", str(tmp_path / "one")], tmp_path)
     assert two.returncode == 0, two.stderr[-3000:]
@@ -81,6 +82,8 @@ def test_two_ranks_train_the_curve_of_one_process(tmp_path: Path) -> None:
     result = json.loads(two.stdout.strip().splitlines()[-1])
     assert result["world_size"] == 2 and result["nodes"] == 1 and result["threads"] == 1
     assert two.stdout.count("reached target") == 1  # rank 0 alone prints
+    # the noise scale from DDP's hook: a rank's gradient (32 examples) against the all-reduced one (64)
+    assert result["noise"]["measurements"] == result["steps"] // 5 and result["noise"]["b_simple"] is not None
     _same_curve(_metrics(tmp_path / "two"), _metrics(tmp_path / "one"), n_val=80)
 
 

@@ -103,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("recipe", nargs="?", default="mnist1d")
     _common(plan)
 
+    noise = sub.add_parser("noise-scale", help="train a recipe measuring the gradient noise scale; plot it and "
+                           "recommend a batch size", allow_abbrev=False)
+    noise.add_argument("recipe", nargs="?", default="mnist1d")
+    noise.add_argument("--every", type=int, default=5, help="steps between measurements (default 5)")
+    noise.add_argument("--out", metavar="DIR", help="where noise.json and noise.png go")
+    _common(noise)
+
     tune = sub.add_parser("tune", help="budgeted search (Optuna TPE + Hyperband) over the recipe's search space",
                           allow_abbrev=False)
     tune.add_argument("recipe", nargs="?", default="mnist1d")
@@ -227,6 +234,8 @@ def _dispatch(argv: list[str], origin: float) -> int:
         return _tune(args, overrides)
     if args.command == "plan-memory":
         return _plan_memory(args, overrides)
+    if args.command == "noise-scale":
+        return _noise_scale(args, overrides)
     return _bench(args, overrides)
 
 
@@ -338,6 +347,30 @@ def _plan_memory(args: argparse.Namespace, overrides: list[str]) -> int:
     rows = [asdict(c) | {"fits": c.fits} for c in plan.candidates]
     print(json.dumps({"recipe": cfg.name, "cap": plan.cap, "batch": plan.batch, "seconds": plan.seconds,
                       "choice": plan.memory(), "candidates": rows}), flush=True)
+    return 0
+
+
+def _noise_scale(args: argparse.Namespace, overrides: list[str]) -> int:
+    from quicktrain.dist import setup
+    from quicktrain.noise_scale import measure_noise_scale, table
+
+    if args.every < 1:
+        raise UserError(f"--every must be >= 1 (got {args.every})")
+    cfg = _configure(args.recipe, overrides)
+    out = Path(args.out) if args.out else Path("runs") / time.strftime(f"noise-{cfg.name}-%Y%m%d-%H%M%S")
+    out = Path(setup(cfg.system, cfg.train.batch_size).broadcast_json(str(out)))
+    summary = measure_noise_scale(cfg, args.every, out, progress=not args.no_progress,
+                                  log=lambda m: print(m, flush=True))
+    if _rank() == 0:
+        history = json.loads((out / "noise.json").read_text())["history"]
+        print(table(history))
+        rec = summary["recommended_batch_size"]
+        where = "at the target" if summary["reached_target"] else "at the end (target not reached)"
+        b = summary["b_simple"]
+        print(f"B_simple {where}: {f'{b:.1f}' if b is not None else '–'}; recommended batch size: "
+              f"{rec if rec is not None else '– (no positive estimate)'} (this run: {summary['batch_size']}); "
+              f"plot: {out / 'noise.png'}")
+        print(json.dumps(summary), flush=True)
     return 0
 
 

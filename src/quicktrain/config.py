@@ -152,8 +152,14 @@ class ScheduleConfig:
     start_frac: float = 0.04  # LR at the start as a fraction of peak (OneCycleLR's 1/div_factor)
     end_frac: float = 0.0  # LR at the end as a fraction of peak
     batch_ramp_from: int = 0  # batch size at the start of a ramp up to train.batch_size; 0 = no ramp
-    batch_ramp_until: float = 0.5  # progress at which the ramp reaches train.batch_size
-    lr_batch_rule: Literal["sqrt", "linear", "none"] = "sqrt"  # LR follows the ramp (sqrt: Hoffer 2017, Malladi 2022)
+    batch_ramp_until: float = 0.5  # progress at which the linear ramp reaches train.batch_size
+    # linear: from batch_ramp_from to train.batch_size by batch_ramp_until; noise: the batch follows the measured
+    # gradient noise scale B_simple (quicktrain.noise, every noise.every steps), from batch_ramp_from up to
+    # train.batch_size, never down
+    batch_ramp: Literal["linear", "noise"] = "linear"
+    # how the LR follows the batch: auto = linear for sgd/lars (Goyal et al. 2017, with the warmup), sqrt for the
+    # Adam family and muon (Hoffer et al. 2017; Malladi et al. 2022)
+    lr_batch_rule: Literal["auto", "sqrt", "linear", "none"] = "auto"
     warmup_epochs: float = 0.5  # wsd: warmup in epochs (a run of unknown length has no fraction of itself to take)
     plateau_patience: int = 2  # wsd: checks without an improvement of plateau_delta before the decay starts
     plateau_delta: float = 0.005  # wsd: in the task's metric (accuracy: half a point, and at least 2 val examples)
@@ -238,6 +244,18 @@ class MemoryConfig:
 
 
 @dataclass(frozen=True)
+class NoiseConfig:
+    """Measuring the gradient noise scale during training (quicktrain.noise; `quicktrain noise-scale`)."""
+
+    every: int = 0  # steps between measurements; 0 = off (schedule.batch_ramp=noise needs it on)
+    decay: float = 0.9  # moving-average decay, per measurement, of the |G|^2 and tr(Sigma) estimates
+
+    def rules(self) -> Iterable[tuple[str, bool, str]]:
+        yield "every", self.every >= 0, "must be >= 0 (0 = off)"
+        yield "decay", 0 <= self.decay < 1, "must be in [0, 1)"
+
+
+@dataclass(frozen=True)
 class SystemConfig:
     device: str = "auto"  # auto (cuda if present) | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: measured, the fastest correct candidate
@@ -308,10 +326,17 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
         if not self.data.language:  # an accuracy; an LM's target is a loss in nats per token
             yield "train.target", self.train.target <= 1, "must be in [0, 1] for classification (e.g. 0.94)"
+        if self.schedule.batch_ramp == "noise":
+            yield "noise.every", self.noise.every > 0, "schedule.batch_ramp=noise follows measurements: set it > 0"
+            yield "schedule.batch_ramp_from", self.schedule.batch_ramp_from > 0, \
+                "schedule.batch_ramp=noise starts from this batch: set it > 0"
+            yield "schedule.kind", self.schedule.kind != "wsd", "wsd keeps one batch size; use onecycle or cosine " \
+                "with schedule.batch_ramp=noise"
 
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20,

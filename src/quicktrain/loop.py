@@ -40,6 +40,7 @@ from quicktrain.rundir import RunDir, RunState
 from quicktrain.schedules import make_schedule
 from quicktrain.memory.backoff import restore, snapshot
 from quicktrain.memory.tracking import memory_line, saved_bytes
+from quicktrain.noise import NoiseScale
 from quicktrain.runtime import sync
 from quicktrain.signals import stop_on_signals
 from quicktrain.state import weights_sha256
@@ -112,6 +113,7 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
     if st.peak_lr:
         run.schedule.peak = st.peak_lr
     at, lr = run.schedule.at, -1.0
+    every = run.cfg.noise.every if run.noise is not None else 0  # gradient noise scale measurements
     timed = tc.max_seconds > 0 or ckpt.saves
     # under data parallel, with a time budget or signal handlers (a run directory), every rank must stop at one step
     agree = run.dist.on and (tc.max_seconds > 0 or ckpt.path is not None)
@@ -131,7 +133,8 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
                 set_lr(run.optimizer, lr)
             x, y = run.next_batch(bs, p)
             st.batch_size, st.size = bs, x.shape[-1]
-            pending.append(run.step(x, y))
+            measure = (st.step + 1, st.samples + bs) if every and (st.step + 1) % every == 0 else None
+            pending.append(run.step(x, y, measure))
             st.step += 1
             st.samples += bs
             for hook in run.after_step:
@@ -252,6 +255,7 @@ def _result(run: Run, st: RunState, ckpt: NullCheckpointer, price: Any, adapted_
         world_size=d.world, nodes=d.nodes, threads=torch.get_num_threads() if run.device.type == "cpu" else 0,
         metric=run.task.metric, val_loss=last.get("val_loss"), test_loss=last.get("test_loss"),
         test_loss_at_target=at.get("test_loss") if at else None, data_path=run.data_path, memory=_memory(run),
+        noise=_noise(run, at), noise_history=run.noise.history if run.noise is not None else [],
         peak_lr=cfg.optim.lr, run_dir=ckpt.path, adapted=adapted_for, stopped_by=st.stopped_by,
         notes=guard_notes(run.cfg, st.metrics, st.stopped_by, st.reached_at is not None, bool(adapted_for)),
         metrics=st.metrics)
@@ -276,12 +280,30 @@ def _memory(run: Run) -> dict[str, Any]:
     return {**asdict(line), **run.choices.memory, "backoffs": backoffs}
 
 
+def _noise(run: Run, at: dict[str, Any] | None) -> dict[str, Any]:
+    """The noise scale's summary: its last smoothed B_simple, and the one at the check that reached the target
+    (McCandlish et al. compare the critical batch for a target with B_simple measured there)."""
+    if run.noise is None:
+        return {}
+    h = run.noise.history
+    upto = [m for m in h if at is not None and m["step"] <= at["step"]]
+    return {"every": run.cfg.noise.every, "measurements": len(h), "b_simple": run.noise.b_simple,
+            "b_simple_at_target": upto[-1]["b_simple"] if upto else None}
+
+
 def _shapes(cfg: Config, run: Run, steps: int) -> Counter[tuple[int, int]]:
-    """How many steps ran at each (batch size, input size): the loop's schedule replayed, not tracked per step."""
-    schedule, full = make_schedule(cfg, run.total, run.n_train).at, full_size(run.splits)
+    """How many steps ran at each (batch size, input size): the loop's schedule replayed, not tracked per step (a
+    noise-driven batch ramp from its recorded measurements: a measurement in step k sets the batch from step k+1)."""
+    replay = NoiseScale() if run.noise is not None else None
+    marks = [(int(h["step"]), h["b_simple"]) for h in run.noise.history] if run.noise is not None else []
+    schedule = make_schedule(cfg, run.total, run.n_train, noise=replay, multiple=run.dist.world).at
+    full = full_size(run.splits)
     counts: Counter[tuple[int, int]] = Counter()
-    samples = 0
-    for _ in range(steps):
+    samples, i = 0, 0
+    for k in range(1, steps + 1):
+        while replay is not None and i < len(marks) and marks[i][0] < k:
+            replay.peak = max(replay.peak, marks[i][1]) if marks[i][1] is not None else replay.peak
+            i += 1
         p = samples / run.total
         bs = schedule(p)[0]
         counts[(bs, input_size(cfg, p, full))] += 1

@@ -9,7 +9,7 @@ afterwards, so the caller's model, optimizer and random streams are exactly as t
 the weights, the complaint in Lightning #1767 / #6675).
 
 To get ~100 points from one epoch, the sweep uses batches of about n/100 examples, and the suggestion is carried to the
-recipe's batch size by the recipe's own LR-batch rule (`schedule.lr_batch_rule`, sqrt by default).
+recipe's batch size by the recipe's own LR-batch rule (`schedule.lr_batch_rule`: sqrt for the Adam family).
 
 Suggestion rules (`suggest`): `steepest` (the LR of the steepest descent of the smoothed loss, Smith's and fastai's
 classic), `minimum/10` (fastai's `lr_min`), and `valley` (the middle of the longest stretch of descent, fastai's
@@ -34,7 +34,7 @@ from quicktrain.methods.augment import Augment
 from quicktrain.optim import make_optimizer, set_lr
 from quicktrain.precision import Precision
 from quicktrain.runtime import derive_seed
-from quicktrain.schedules import lr_batch_scale
+from quicktrain.schedules import lr_batch_scale, lr_rule
 from quicktrain.state import rng_state, set_rng_state
 from quicktrain.sync_bn import local_copy
 from quicktrain.step import train_step
@@ -171,7 +171,7 @@ def _sweep(run: Run, start_lr: float, end_lr: float, steps: int, t0: float) -> L
     if hasattr(batches, "close"):  # a streamed source's DataLoader workers, or open files
         batches.close()
     smoothed = smooth(losses)
-    to_recipe = lr_batch_scale(cfg.train.batch_size, batch, cfg.schedule.lr_batch_rule)
+    to_recipe = lr_batch_scale(cfg.train.batch_size, batch, lr_rule(cfg))
     rules = {k: v * to_recipe for k, v in suggest(lrs, smoothed).items()}
     spread = max(rules.values()) / min(rules.values())
     confidence = "high" if spread <= 3 else "medium" if spread <= 10 else "low"

@@ -311,3 +311,36 @@ def plot_lr_find(found: Any, path: Path, recipe_lr: float | None = None) -> None
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_noise(history: list[dict[str, float]], metrics: list[dict[str, Any]], path: Path, batch_size: int,
+               title: str = "", metric: str = "acc") -> None:
+    """The gradient noise scale over training (quicktrain.noise): smoothed B_simple (line) and the single
+    measurements' ratios (dots, where positive) against samples seen, log scale; the batch the run used for
+    reference; the validation metric on the right axis."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    xs = [h["samples"] for h in history if _num(h.get("b_simple")) is not None and h["b_simple"] > 0]
+    ys = [h["b_simple"] for h in history if _num(h.get("b_simple")) is not None and h["b_simple"] > 0]
+    raw = [(h["samples"], h["b_raw"]) for h in history if _num(h.get("b_raw")) is not None and h["b_raw"] > 0]
+    if raw:
+        ax.scatter(*zip(*raw), s=8, color="C0", alpha=0.3, label="one measurement")
+    if xs:
+        ax.plot(xs, ys, color="C0", lw=1.8, label="B_simple (smoothed)")
+        ax.set_yscale("log")
+    else:
+        _no_data(ax, "no positive estimate yet")
+    ax.axhline(batch_size, color="grey", lw=1, ls="--", label=f"batch size {batch_size}")
+    ax.set_xlabel("samples seen")
+    ax.set_ylabel("gradient noise scale B_simple (examples)")
+    ax.grid(alpha=0.3, which="both")
+    checks = [(m["samples"], m[f"val_{metric}"]) for m in metrics if f"val_{metric}" in m]
+    if checks:
+        right = ax.twinx()
+        right.plot(*zip(*checks), color="C1", lw=1.2, alpha=0.8, marker="o", markersize=3,
+                   label=f"validation {metric}")
+        right.set_ylabel(f"validation {metric}")
+        right.legend(loc="lower right")
+    ax.legend(loc="upper left")
+    ax.set_title(title or "gradient noise scale")
+    _save(fig, plt, path)

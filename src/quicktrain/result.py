@@ -54,6 +54,9 @@ class Result:
     # params / grads / optimizer / activations bytes (one micro-batch's, measured after training), peak (CUDA), and
     # the memory settings: micro_batch, checkpoint, reversible, planned, cap, predicted_peak, backoffs
     memory: dict[str, Any] = field(default_factory=dict)
+    # the gradient noise scale (noise.every > 0): every, measurements, b_simple (last), b_simple_at_target
+    noise: dict[str, Any] = field(default_factory=dict)
+    noise_history: list[dict[str, float]] = field(default_factory=list, repr=False)  # quicktrain.noise, per measure
     metrics: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @property
@@ -73,4 +76,5 @@ class Result:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("metrics")
+        out.pop("noise_history")
         return out

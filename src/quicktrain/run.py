@@ -38,6 +38,7 @@ from quicktrain.methods import EMA, Method, hooks
 from quicktrain.methods.registry import build_methods
 from quicktrain.models import MODELS, build_model
 from quicktrain.models.contract import prepare_model, prepare_lm
+from quicktrain.noise import DDPProbe, NoiseScale, half_batch_sq_norm, sq_norm
 from quicktrain.optim import make_optimizer
 from quicktrain.precision import Precision
 from quicktrain.runtime import derive_seed, pick_device, seed_everything
@@ -69,6 +70,8 @@ class Run:
     backoff: Backoff | None = None  # under a memory cap: halves the micro-batch on out-of-memory
     plan: MemoryPlan | None = None  # the memory settings and, under a cap, the planner's table
     dist: Dist = SINGLE  # data parallel under torchrun (quicktrain.dist): this process's rank and its collectives
+    noise: NoiseScale | None = None  # the gradient noise scale, measured every noise.every steps (quicktrain.noise)
+    probe: DDPProbe | None = None  # under data parallel: reads each rank's own gradient norm in DDP's hook
     on_batch: list[Callable[..., Any]] = field(default_factory=list)
     after_step: list[Callable[..., Any]] = field(default_factory=list)
 
@@ -95,6 +98,8 @@ class Run:
                **{f"method/{m.name}": m for m in self.methods}}
         if hasattr(self.schedule, "state_dict"):  # a schedule that reacts to checks has state to resume
             out["schedule"] = self.schedule
+        if self.noise is not None:
+            out["noise"] = self.noise
         return out
 
     def next_batch(self, batch_size: int, progress: float) -> tuple[Tensor, Tensor]:
@@ -106,20 +111,45 @@ class Run:
             x, y = self.dist.part(x), self.dist.part(y)
         return self.layout(x), y
 
+    def _measure_noise(self, x: Tensor, y: Tensor, step: int, samples: int) -> None:
+        """|G_B|^2 of the step's gradient (all-reduced under data parallel) and |G_b|^2 of a smaller batch at the
+        same weights: a rank's share (DDP's hook) or half of this batch, at most one micro-batch (quicktrain.noise)."""
+        assert self.noise is not None
+        scale = float(self.precision.scaler.get_scale()) if self.precision.scaler is not None else 1.0
+        big = sq_norm(p.grad for p in self.model.parameters()) / scale**2
+        if self.probe is not None:
+            mine = torch.tensor([self.probe.take() / scale**2], dtype=torch.float64)
+            small, b = float(self.dist.sum(mine)) / self.dist.world, len(x)
+        elif len(x) >= 2:
+            b = min(len(x) // 2, self.cfg.memory.micro_batch or len(x))
+            small = half_batch_sq_norm(self.model, self.precision, self.task.loss, x, y, b)
+        else:
+            return
+        self.noise.update(small, big, b, len(x) * self.dist.world, step, samples)
+
     def layout(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self._cl_input else x
 
-    def step(self, x: Tensor, y: Tensor) -> Tensor:
+    def step(self, x: Tensor, y: Tensor, measure: tuple[int, int] | None = None) -> Tensor:
+        """One optimizer step on this rank's (x, y). `measure` = (step, samples): also measure the gradient noise
+        scale, between the backward and the update."""
         mc = self.cfg.memory
-        if self.backoff is None:
+        if self.backoff is None and measure is None:  # the hot path
             return train_step(self.net, self.optimizer, self.precision, self.task.loss, x, y, self.cfg.optim.grad_clip,
                               self.model, mc.micro_batch, mc.ghost_bn)
-        # under a cap: an out-of-memory forward/backward is redone on the same batch at half the micro-batch
-        loss = self.backoff.run(lambda m: backward_pass(self.net, self.precision, self.task.loss, x, y, m,
-                                                        mc.ghost_bn, self.model), self.model, len(x))
-        if self.backoff.micro != mc.micro_batch:
-            self.cfg = replace(self.cfg, memory=replace(mc, micro_batch=self.backoff.micro))
-            self.choices.memory["micro_batch"] = self.backoff.micro  # saved with the next checkpoint
+        if self.probe is not None and measure is not None:
+            self.probe.measuring = True
+        if self.backoff is None:
+            loss = backward_pass(self.net, self.precision, self.task.loss, x, y, mc.micro_batch, mc.ghost_bn,
+                                 self.model)
+        else:  # under a cap: an out-of-memory forward/backward is redone on the same batch at half the micro-batch
+            loss = self.backoff.run(lambda m: backward_pass(self.net, self.precision, self.task.loss, x, y, m,
+                                                            mc.ghost_bn, self.model), self.model, len(x))
+            if self.backoff.micro != mc.micro_batch:
+                self.cfg = replace(self.cfg, memory=replace(mc, micro_batch=self.backoff.micro))
+                self.choices.memory["micro_batch"] = self.backoff.micro  # saved with the next checkpoint
+        if measure is not None:
+            self._measure_noise(x, y, *measure)
         self.precision.step(self.optimizer, self.cfg.optim.grad_clip, self.model)
         self.optimizer.zero_grad(set_to_none=True)
         return loss
@@ -180,13 +210,17 @@ def build_run(cfg: Config, model: nn.Module | None = None, data: Any = None, cho
     if choices.channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = _data_parallel(model, device, d) if d.on else model
+    probe = DDPProbe.attach(net) if d.on and cfg.noise.every > 0 else None
     net = torch.compile(net) if choices.compile else net
     val = (splits.val.x.to(device), splits.val.y.to(device))
     test = (splits.test.x.to(device), splits.test.y.to(device))
-    schedule = make_schedule(cfg, total, n_train, interval, resolution=2 / max(1, len(splits.val)))
+    noise = NoiseScale(cfg.noise.decay) if cfg.noise.every > 0 else None
+    schedule = make_schedule(cfg, total, n_train, interval, resolution=2 / max(1, len(splits.val)), noise=noise,
+                             multiple=d.world)
     backoff = Backoff(cfg.memory.micro_batch, say) if memory.get("cap") else None
     return Run(cfg, device, splits, task, model, net, optimizer, batches, methods, Precision(choices.precision, device),
-               choices, val, test, total, schedule, interval, data_path, backoff=backoff, plan=plan, dist=d)
+               choices, val, test, total, schedule, interval, data_path, backoff=backoff, plan=plan, dist=d,
+               noise=noise, probe=probe)
 
 
 def _data_parallel(model: nn.Module, device: torch.device, d: Dist) -> nn.Module:
