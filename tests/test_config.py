@@ -92,7 +92,9 @@ def test_every_enum_field_is_a_literal_checked_by_type() -> None:
     assert {"optim.name", "schedule.kind", "system.precision", "data.augment", "data.name"} <= set(enums)
     for key, allowed in enums.items():
         for value in allowed:
-            needs = {"data.path": "shards"} if (key, value) == ("data.name", "tokens") else {}  # a rule of its own
+            rules = {("data.name", "tokens"): {"data.path": "shards"},  # values with a rule of their own
+                     ("schedule.batch_ramp", "noise"): {"noise.every": 5, "schedule.batch_ramp_from": 32}}
+            needs = rules.get((key, value), {})
             apply_overrides(Config(), {key: value, **needs})  # every allowed value is accepted
         with pytest.raises(ConfigError, match=f"config key {key}: expected one of {', '.join(allowed)}, got 'nope'"):
             apply_overrides(Config(), [f"{key}=nope"])

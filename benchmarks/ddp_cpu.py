@@ -1,0 +1,112 @@
+"""Data parallel on this CPU (#11): 2 ranks (gloo, torchrun) against 1 process, same global batch.
+
+    python benchmarks/ddp_cpu.py curves [--seeds 3]
+    python benchmarks/ddp_cpu.py throughput [--seeds 3]
+
+curves: the validation curve of `quicktrain run` under `torchrun --standalone --nproc-per-node 2` and in one process,
+at the same global batch, checks every quarter epoch: mnist1d (batch norm synced, augmentation, TTA; the recipe's
+constants) and the built-in language model (stdlib_lm's GPT, token windows read rank by rank; 100 steps, checks every
+20). Reported: the largest relative difference of the validation loss over the checks, the largest difference of the
+accuracy, and the final test figures of both.
+
+throughput: the same runs' training throughput (examples per second of train clock, one check at the end) for
+1 process x 1 thread, 1 process x 2 threads and 2 ranks x 1 thread, seeds interleaved: mnist1d (fastnet1d, batch
+192), mnist5k (resnet2d, batch 128) and stdlib_lm (GPT, batch 16 x 256 tokens).
+Writes docs/results/ddp_cpu_<part>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+OUT = Path("docs/results")
+FIXED = ["--system.precision=fp32", "--system.compile=off", "--system.channels_last=off", "--no-progress",
+         "--adapt.mode=off"]
+CURVES = {
+    "mnist1d": ["mnist1d", "--train.eval_every=0.25", "--train.eval_from=0", "--train.stop_on_target=false"],
+    "stdlib_lm": ["stdlib_lm", "--train.steps=100", "--train.eval_every_steps=20", "--train.eval_from=0",
+                  "--train.stop_on_target=false"],
+}
+SPEED = {
+    "mnist1d": ["mnist1d", "--train.target=0", "--train.epochs=10"],
+    "mnist5k": ["mnist5k", "--train.target=0", "--train.epochs=2"],
+    "stdlib_lm": ["stdlib_lm", "--train.target=0", "--train.steps=60", "--train.eval_every_steps=60"],
+}
+
+
+def run(args: list[str], ranks: int, threads: int, run_dir: Path) -> dict[str, Any]:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"] \
+        if ranks > 1 else [sys.executable]
+    cmd = [*launch, "-m", "quicktrain", "run", *args, *FIXED, f"--system.threads={threads}", "--run-dir",
+           str(run_dir)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    result["metrics"] = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return result
+
+
+def curves(seeds: int, tmp: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, args in CURVES.items():
+        rows = []
+        for seed in range(seeds):
+            one = run([*args, f"--train.seed={seed}"], 1, 1, tmp / f"{name}-1-{seed}")
+            two = run([*args, f"--train.seed={seed}"], 2, 1, tmp / f"{name}-2-{seed}")
+            a, b = one["metrics"], two["metrics"]
+            rows.append({"seed": seed, "checks": len(a),
+                         "steps_equal": [m["step"] for m in a] == [m["step"] for m in b],
+                         "max_rel_val_loss": max(abs(x["val_loss"] / y["val_loss"] - 1) for x, y in zip(a, b)),
+                         "max_abs_val_acc": max(abs(x["val_acc"] - y["val_acc"]) for x, y in zip(a, b)),
+                         "test_one": one["test_loss"] if name == "stdlib_lm" else one["test_acc"],
+                         "test_two": two["test_loss"] if name == "stdlib_lm" else two["test_acc"]})
+            print(name, json.dumps(rows[-1]), flush=True)
+        out[name] = rows
+    return out
+
+
+def throughput(seeds: int, tmp: Path) -> dict[str, Any]:
+    setups = {"1 process x 1 thread": (1, 1), "1 process x 2 threads": (1, 2), "2 ranks x 1 thread": (2, 1)}
+    out: dict[str, Any] = {}
+    for name, args in SPEED.items():
+        per: dict[str, list[float]] = {k: [] for k in setups}
+        for seed in range(seeds):  # interleaved: drift of a shared machine hits every setup alike
+            for label, (ranks, threads) in setups.items():
+                r = run([*args, f"--train.seed={seed}"], ranks, threads, tmp / f"{name}-{ranks}-{threads}-{seed}")
+                per[label].append(r["samples"] / r["train_seconds"])
+                print(name, label, f"{per[label][-1]:.0f} examples/s", flush=True)
+        out[name] = {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": v}
+                     for k, v in per.items()}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("part", choices=("curves", "throughput"))
+    ap.add_argument("--seeds", type=int, default=3)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = curves(args.seeds, Path(tmp)) if args.part == "curves" else throughput(args.seeds, Path(tmp))
+    import torch
+
+    result = {"part": args.part, "seeds": args.seeds, "cpu": platform.processor(), "torch": torch.__version__,
+              "cores": os.cpu_count(), "command": f"python benchmarks/ddp_cpu.py {args.part} --seeds {args.seeds}",
+              "results": data}
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"ddp_cpu_{args.part}.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(data if args.part == "throughput" else {k: v for k, v in data.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
