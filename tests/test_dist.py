@@ -87,6 +87,32 @@ def test_two_ranks_train_the_curve_of_one_process(tmp_path: Path) -> None:
     _same_curve(_metrics(tmp_path / "two"), _metrics(tmp_path / "one"), n_val=80)
 
 
+def test_the_multi_node_form_two_agents_of_one_rank_each(tmp_path: Path) -> None:
+    """torchrun's multi-node command (c10d rendezvous), as two "machines" of one rank each on this one: the run
+    counts 2 nodes, and its cost is for both."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["run", "mnist1d", *SMALL, "--train.epochs=1", "--train.batch_size=64", "--adapt.mode=off"]
+    agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+                                "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=qt-test",
+                                "-m", "quicktrain", *args, "--run-dir", str(tmp_path / "run")],
+                               cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    outs = [a.communicate(timeout=180) for a in agents]
+    assert all(a.returncode == 0 for a in agents), [o[1][-2000:] for o in outs]
+    printed = [json.loads(o[0].strip().splitlines()[-1]) for o in outs if o[0].strip()]
+    assert len(printed) == 1  # the agent that holds rank 0 prints; the other is silent
+    result = printed[0]
+    assert result["world_size"] == 2 and result["nodes"] == 2
+    from quicktrain import prices
+
+    price = prices.lookup(result["instance"], prices.load_prices(None))
+    assert result["cost_usd_on_demand"] == pytest.approx(prices.cost_usd(2 * result["train_seconds"], price)[0])
+
+
 def _markov(n: int, seed: int, vocab: int = 16) -> np.ndarray:
     rng, walk = np.random.default_rng(1234), np.random.default_rng(seed)
     nxt = rng.integers(0, vocab, size=(vocab, 2))

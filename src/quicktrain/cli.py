@@ -223,6 +223,10 @@ def _dispatch(argv: list[str], origin: float) -> int:
         if rest:
             raise UserError(f"resume takes no config overrides (got {rest[0]!r}): a resumed run keeps its config")
         return _resume(args, origin)
+    from quicktrain.dist import env_world_size
+
+    if env_world_size() > 1 and args.command not in ("run", "noise-scale"):
+        raise UserError(f"{args.command} runs in one process; under torchrun use run, resume or noise-scale")
     overrides = _split_overrides(rest)
     if args.target is not None:
         overrides.append(f"train.target={args.target}")
@@ -377,14 +381,9 @@ def _noise_scale(args: argparse.Namespace, overrides: list[str]) -> int:
 def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
     from quicktrain.tuning import compare_grid, tune
 
-    from quicktrain.dist import env_world_size
-
     if overrides or args.target is not None:
         raise UserError("tune takes no config overrides: declare the search space in the recipe (SEARCH_SPACE), "
                         "or copy the recipe and change it")
-    if env_world_size() > 1:
-        raise UserError("tune runs its trials in one process: start several workers on one --storage instead of "
-                        "torchrun")
     if args.compare == "grid":
         report = compare_grid(args.recipe, log=lambda m: print(m, flush=True))
         print(json.dumps(report), flush=True)

@@ -48,7 +48,8 @@ __all__ = ["MARGIN", "Candidate", "Plan", "Variant", "fit_line", "plan_memory", 
 
 MARGIN = 0.05  # plan under (1 - MARGIN) x cap: the fit's error on the benchmarked models was <= 3% (BENCHMARKS.md)
 TIMED_STEPS = 3  # median of 3 whole steps per size, after one untimed
-CONFIRM = 3  # the best predicted variants timed at their planned micro-batch
+CONFIRM = 3  # the best predicted variants timed at their planned micro-batch ...
+CONFIRM_STEPS = 7  # ... by the median of 7 steps after one untimed
 
 
 def resolve_cap(spec: str, device: torch.device) -> int | None:
@@ -178,11 +179,11 @@ def step_peak(model: nn.Module, optimizer: torch.optim.Optimizer, precision: Pre
 
 
 def _seconds(model: nn.Module, optimizer: torch.optim.Optimizer, precision: Precision, loss_fn: LossFn, x: Tensor,
-             y: Tensor, micro: int) -> float:
+             y: Tensor, micro: int, timed: int = TIMED_STEPS) -> float:
     """Median seconds of a whole step on (x, y) at `micro` (after one untimed step)."""
     times = []
     train_step(model, optimizer, precision, loss_fn, x, y, micro_batch=micro, model=model)
-    for _ in range(TIMED_STEPS):
+    for _ in range(timed):
         sync(x.device)
         t0 = time.perf_counter()
         train_step(model, optimizer, precision, loss_fn, x, y, micro_batch=micro, model=model)
@@ -269,7 +270,10 @@ def confirm(c: Candidate, build: Builder, make_opt: OptFactory, loss_fn: LossFn,
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         model = build(c.variant)
         micro = c.micro_batch if c.micro_batch < len(x) else 0
-        return _seconds(model, make_opt(model), Precision(c.variant.precision, x.device), loss_fn, x, y, micro)
+        # more steps than the fit's: candidates within ~10% of each other are told apart here (a CPU step's time
+        # moved by +-25% from step to step on the 2-core benchmark machine)
+        return _seconds(model, make_opt(model), Precision(c.variant.precision, x.device), loss_fn, x, y, micro,
+                        timed=CONFIRM_STEPS)
 
 
 def variants(precisions: Sequence[str], reversible: bool) -> list[Variant]:
