@@ -13,10 +13,10 @@ from support import SMALL_MNIST1D
 from test_resume import _stop_after, assert_identical
 from torch import nn
 
-from quicktrain.adapt import adapted, epochs_to_target, guard_notes, untuned
+from quicktrain.adapt import adapted, epochs_to_target, guard_notes, lr_test_pays, untuned
 from quicktrain.config import Config, Mnist1dArgs, apply_overrides
 from quicktrain.data import load_data
-from quicktrain.errors import Preempted
+from quicktrain.errors import ConfigError, Preempted
 from quicktrain.loop import train
 from quicktrain.recipes import load_recipe
 from quicktrain.schedules import make_schedule
@@ -56,8 +56,35 @@ def test_a_model_data_or_size_the_recipe_was_not_tuned_on_is_named() -> None:
 
 def test_the_adapted_config_measures_instead_of_fixing() -> None:
     a = adapted(load_recipe("mnist1d"))
-    assert a.optim.lr_find and a.schedule.kind == "wsd" and a.train.epochs == 100 and a.train.eval_from == 0
+    assert a.schedule.kind == "wsd" and a.train.epochs == 100 and a.train.eval_from == 0
     assert a.data.augment == "none" and not a.methods.tta
+    assert not a.optim.lr_find and a.optim.lr == 1e-3  # deferred: starts at plain Adam's LR, tests later if it pays
+    first = adapted(apply_overrides(load_recipe("mnist1d"), {"adapt.lr_find": "first"}))
+    assert first.optim.lr_find
+    with pytest.raises(ConfigError, match="adapt.lr_floor"):
+        apply_overrides(load_recipe("mnist1d"), {"adapt.lr_floor": 0.0})
+
+
+def test_the_deferred_lr_test_runs_only_where_the_projection_says_it_pays() -> None:
+    rising = [{"epoch": 1.0, "val_acc": 0.80}, {"epoch": 2.0, "val_acc": 0.88}]  # trend: 0.95 near epoch 3.8
+    go, why = lr_test_pays(rising, 0.95, seconds=2.0, test_seconds=1.0, pays=4.0)  # ~1.8 s left < 4 s
+    assert not go and "projected to the target" in why
+    assert lr_test_pays(rising, 0.95, seconds=20.0, test_seconds=1.0, pays=4.0)[0]  # ~18 s left > 4 s
+    flat = [{"epoch": 1.0, "val_acc": 0.80}, {"epoch": 2.0, "val_acc": 0.79}]
+    assert lr_test_pays(flat, 0.95, seconds=0.1, test_seconds=1.0, pays=4.0) == (
+        True, "no trend toward the target after 2 epochs")
+
+
+def test_the_wsd_warmup_to_a_new_peak_starts_from_the_lr_in_use() -> None:
+    s = _wsd(warmup_epochs=1.0, start_frac=0.1, plateau_after_epochs=0.0)  # peak 1.0, 100 examples an epoch
+    assert s.at(300 / 10_000)[1] == 1.0
+    s.rewarm_to(5.0, 300)
+    assert s.at(300 / 10_000)[1] == pytest.approx(1.0) and s.at(350 / 10_000)[1] == pytest.approx(3.0)
+    assert s.at(400 / 10_000)[1] == pytest.approx(5.0)
+    t = _wsd(warmup_epochs=1.0, start_frac=0.1, plateau_after_epochs=0.0)
+    t.load_state_dict(s.state_dict())
+    t.peak = s.peak  # the loop restores the peak from its own state
+    assert [t.at(p / 100)[1] for p in range(100)] == [s.at(p / 100)[1] for p in range(100)]
 
 
 def test_a_user_model_with_the_default_config_learns_and_records_why(tmp_path: Path) -> None:
@@ -66,8 +93,8 @@ def test_a_user_model_with_the_default_config_learns_and_records_why(tmp_path: P
     torch.manual_seed(0)
     result = train(cfg, model=_mlp(), data=_blobs(), run_dir=tmp_path / "r", progress=False, log=logs.append)
     assert result.reached_target and result.stopped_by == "target" and result.test_acc > 0.85
-    assert result.adapted == ["a model from Python", "data from Python"]
-    assert result.peak_lr != cfg.optim.lr  # from the range test, not the recipe's 4e-2
+    assert result.adapted[:2] == ["a model from Python", "data from Python"]
+    assert result.peak_lr != cfg.optim.lr  # not the recipe's 4e-2: the floor, or the deferred test's
     assert any(m.startswith("adaptive defaults (recipe mnist1d was tuned for") for m in logs)
     report = (tmp_path / "r" / "report.md").read_text()
     assert "## Adaptive defaults" in report and "a model from Python" in report
@@ -144,10 +171,32 @@ def test_a_tuned_recipe_short_of_its_target_says_so(tiny_cfg: Config) -> None:
     assert any("--adapt.mode=on" in n for n in result.notes)
 
 
+def test_a_run_that_reaches_its_target_early_never_pays_for_the_lr_test() -> None:
+    cfg = apply_overrides(load_recipe("mnist1d"), {"data.name": "custom", "train.target": 0.6})
+    torch.manual_seed(0)
+    result = train(cfg, model=_mlp(), data=_blobs(), progress=False)
+    assert result.reached_target and result.peak_lr == cfg.adapt.lr_floor
+    assert not any(a.startswith("LR range test") for a in result.adapted)
+
+
+def test_a_deferred_lr_test_that_pays_runs_at_the_second_check_and_is_recorded(tmp_path: Path) -> None:
+    cfg = apply_overrides(load_recipe("mnist1d"), {"data.name": "custom", "train.target": 0.999,
+                                                   "adapt.max_epochs": 4.0, "adapt.pays": 1e-9})
+    torch.manual_seed(0)
+    logs: list[str] = []
+    result = train(cfg, model=_mlp(), data=_blobs(), run_dir=tmp_path / "r", progress=False, log=logs.append)
+    test = [a for a in result.adapted if a.startswith("LR range test")]
+    assert len(test) == 1 and test[0].startswith("LR range test ran at epoch 2")
+    assert result.peak_lr >= cfg.adapt.lr_floor and any(m.startswith("lr-find (deferred): ran") for m in logs)
+    assert "LR range test ran at epoch 2" in (tmp_path / "r" / "report.md").read_text()
+
+
 def test_an_adaptive_run_resumes_bitwise(tiny_cfg: Config, tmp_path: Path) -> None:
+    # adapt.pays tiny: the deferred LR test runs at the second check whatever the clock says, so both runs take
+    # the same path; the cut comes after it (check 3), so the resumed run continues with its LR and warmup
     cfg = apply_overrides(replace(tiny_cfg, tuned_for="mnist1d", data=SMALL_MNIST1D),
                           {"adapt.max_epochs": 3.0, "adapt.eval_every": 0.5, "train.target": 0.99,
-                           "checkpoint.every_steps": 5, "checkpoint.every_seconds": 0.0})
+                           "checkpoint.every_steps": 5, "checkpoint.every_seconds": 0.0, "adapt.pays": 1e-9})
     assert untuned(cfg)  # tiny1d on a small draw: not what mnist1d was tuned on
     train(cfg, run_dir=tmp_path / "straight", progress=False)
     with pytest.raises(Preempted):

@@ -3,8 +3,12 @@ one dataset, and on another they can lose to plain PyTorch defaults (a GRU on MN
 Adam reached 94.8%; issue #13). So a run checks whether its recipe was tuned for what it is given, and where it was
 not, it chooses by measurement what the constants used to fix:
 
-- the peak LR from the LR range test on the run's own model and data (quicktrain.lr_find; its time is on the train
-  clock), at the recipe's batch size (or `adapt.batch_size`);
+- the peak LR: the run starts at `adapt.lr_floor` (plain Adam's 1e-3) and, at its second check, runs the LR range
+  test on its own model and data (quicktrain.lr_find; its time is on the train clock) only if the time the checks'
+  trend projects to the target exceeds `adapt.pays` (4) times the test's measured cost (`lr_test_pays`). So a test
+  the run turns out not to need adds at most 25% to it: on a problem plain Adam solves in a few dozen steps the
+  test used to cost more than the whole of plain's training (mlp/digits: 2.35x, docs/BENCHMARKS.md). A new peak
+  is reached by a warmup from the LR in use. `adapt.lr_find=first` tests before training, as before;
 - the budget: until the target, or `adapt.max_epochs` (plain's budget), or `train.max_seconds`, checking the
   validation split every `adapt.eval_every` epochs;
 - the schedule: warmup-stable-decay with the decay started when validation stops improving (quicktrain.wsd), which
@@ -60,7 +64,7 @@ def adapted(cfg: Config) -> Config:
     a, sc, tc = cfg.adapt, cfg.schedule, cfg.train
     return replace(
         cfg,
-        optim=replace(cfg.optim, lr_find=True),
+        optim=replace(cfg.optim, lr_find=a.lr_find == "first", lr=cfg.optim.lr if a.lr_find == "first" else a.lr_floor),
         schedule=replace(sc, kind="wsd", batch_ramp_from=0),
         train=replace(tc, epochs=a.max_epochs, eval_every=a.eval_every, eval_from=0.0,
                       batch_size=a.batch_size or tc.batch_size),
@@ -75,9 +79,25 @@ def describe(cfg: Config, reasons: list[str]) -> str:
     tuned = f"recipe {cfg.name} was tuned for recipe {cfg.tuned_for}'s model and data" if cfg.tuned_for \
         else f"recipe {cfg.name}"
     budget = f"until the target or {a.max_epochs:g} epochs" if tc.target > 0 else f"{a.max_epochs:g} epochs at most"
-    return (f"adaptive defaults ({tuned}; this run has {', '.join(reasons)}): peak LR from the LR range test, "
-            f"{budget}, warmup-stable-decay, batch {a.batch_size or tc.batch_size}, no augmentation "
-            "(--adapt.mode=off keeps the recipe's constants)")
+    lr = {"first": "peak LR from the LR range test", "off": f"peak LR {a.lr_floor:g}",
+          "deferred": f"peak LR {a.lr_floor:g}, then from the LR range test if it pays"}[a.lr_find]
+    return (f"adaptive defaults ({tuned}; this run has {', '.join(reasons)}): {lr}, {budget}, warmup-stable-decay, "
+            f"batch {a.batch_size or tc.batch_size}, no augmentation (--adapt.mode=off keeps the recipe's constants)")
+
+
+def lr_test_pays(metrics: list[dict[str, Any]], target: float, seconds: float, test_seconds: float,
+                 pays: float) -> tuple[bool, str]:
+    """Whether the LR range test pays for itself now, in a run training at the floor LR: the train-clock time the
+    trend of its checks projects to the target (`epochs_to_target`, at the seconds per epoch so far) against `pays`
+    times the test's cost. No projection (a flat or wrong-way trend, or the target past 10x the epochs so far)
+    counts as far away. Returns (run it, why)."""
+    epochs = metrics[-1]["epoch"]
+    est = epochs_to_target(metrics, target) if target > 0 else None
+    if est is None:
+        return True, f"no trend toward the target after {epochs:.3g} epochs"
+    left = max(0.0, (est - epochs) * seconds / max(epochs, 1e-9))
+    compare = f"{left:.3g} s projected to the target at the floor LR vs {pays:g} x {test_seconds:.3g} s for the test"
+    return left > pays * test_seconds, compare
 
 
 PLAIN_EPOCHS = 100  # the `plain` recipe's budget: what plain defaults would still be training at

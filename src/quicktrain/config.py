@@ -289,12 +289,19 @@ class AdaptConfig:
     eval_every: float = 1.0  # epochs between validation checks
     batch_size: int = 128  # examples per step (0 = the recipe's); 256 missed targets on small data (BENCHMARKS.md)
     lr_floor: float = 1e-3  # the range test's suggestion is never used below plain Adam's LR
+    # when the peak LR is measured: deferred = train at lr_floor and, at the second check, run the LR range test
+    # only if the time projected to the target exceeds `pays` times its cost; first = before training; off = never
+    lr_find: Literal["deferred", "first", "off"] = "deferred"
+    pays: float = 4.0  # deferred: so a test a run did not need adds at most 1/pays (25%) to it
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
         yield "max_epochs", self.max_epochs > 0, "must be > 0"
         yield "eval_every", self.eval_every > 0, "must be > 0"
         yield "batch_size", self.batch_size >= 0, "must be >= 0 (0 = the recipe's)"
         yield "lr_floor", self.lr_floor >= 0, "must be >= 0"
+        yield "pays", self.pays > 0, "must be > 0"
+        yield "lr_floor", self.lr_floor > 0 or self.lr_find == "first", \
+            "must be > 0 unless adapt.lr_find=first: a deferred or skipped LR test trains at it"
 
 
 @dataclass(frozen=True)

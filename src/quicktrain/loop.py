@@ -24,12 +24,12 @@ import torch
 from torch import Tensor, nn
 
 from quicktrain import measure, prices
-from quicktrain.adapt import adapted, describe, guard_notes, untuned
+from quicktrain.adapt import adapted, describe, guard_notes, lr_test_pays, untuned
 from quicktrain.checkpointer import Checkpointer, Follower, NullCheckpointer
 from quicktrain.config import Config, check_config
 from quicktrain.dist import Dist, setup as setup_dist
 from quicktrain.errors import TrainingDiverged
-from quicktrain.lr_find import sweep
+from quicktrain.lr_find import estimate_seconds, sweep
 from quicktrain.methods.progressive_resize import resize
 from quicktrain.methods.registry import examples, full_size, input_size
 from quicktrain.optim import set_lr
@@ -114,6 +114,7 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
         run.schedule.peak = st.peak_lr
     at, lr = run.schedule.at, -1.0
     every = run.cfg.noise.every if run.noise is not None else 0  # gradient noise scale measurements
+    defer = run.adapted and run.cfg.adapt.lr_find == "deferred"  # the LR range test, if and when it pays
     timed = tc.max_seconds > 0 or ckpt.saves
     # under data parallel, with a time budget or signal handlers (a run directory), every rank must stop at one step
     agree = run.dist.on and (tc.max_seconds > 0 or ckpt.path is not None)
@@ -169,6 +170,8 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
             if done or stop or (reached and tc.stop_on_target) or run.schedule.exhausted:
                 st.stopped_by = _why(st, run, reached, stop, clock)
                 break
+            if defer and not st.lr_test and len(st.metrics) >= 2 and tc.target > 0:
+                _deferred_lr_test(run, st, say)
             st.next_eval += interval
             run.model.train()
             sync(run.device)
@@ -177,6 +180,29 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
             ckpt.maybe_save(st, clock)
     bar.close()
     return st
+
+
+def _deferred_lr_test(run: Run, st: RunState, say: Callable[[str], None]) -> None:
+    """At the second check of an adaptive run that trains at the floor LR: run the LR range test if the time the
+    checks project to the target exceeds adapt.pays times its cost (quicktrain.adapt.lr_test_pays), and warm up to
+    its LR. Decided once and recorded (a timing choice, like `auto`; rank 0's under data parallel); its time, the
+    estimate's included, is on the train clock."""
+    a, t0 = run.cfg.adapt, time.perf_counter()
+    go, why = lr_test_pays(st.metrics, run.cfg.train.target, st.train_seconds, estimate_seconds(run), a.pays)
+    go, why = run.dist.broadcast_json([go, why])
+    st.train_seconds += time.perf_counter() - t0
+    if not go:
+        st.lr_test = f"not run at epoch {st.metrics[-1]['epoch']:.3g}: {why}"
+    else:
+        found = sweep(run)
+        peak = run.dist.broadcast_json(max(found.suggested_lr, a.lr_floor))
+        st.train_seconds += found.seconds
+        if peak > run.schedule.peak:
+            run.schedule.rewarm_to(peak, st.samples)
+        st.peak_lr = run.schedule.peak
+        st.lr_test = (f"ran at epoch {st.metrics[-1]['epoch']:.3g} ({why}): suggested {found.suggested_lr:.3g}, "
+                      f"peak LR now {st.peak_lr:.3g}")
+    say(f"lr-find (deferred): {st.lr_test}")
 
 
 def _check(run: Run, st: RunState, ckpt: NullCheckpointer, t_seg: float) -> dict[str, Any]:
@@ -256,7 +282,8 @@ def _result(run: Run, st: RunState, ckpt: NullCheckpointer, price: Any, adapted_
         metric=run.task.metric, val_loss=last.get("val_loss"), test_loss=last.get("test_loss"),
         test_loss_at_target=at.get("test_loss") if at else None, data_path=run.data_path, memory=_memory(run),
         noise=_noise(run, at), noise_history=run.noise.history if run.noise is not None else [],
-        peak_lr=cfg.optim.lr, run_dir=ckpt.path, adapted=adapted_for, stopped_by=st.stopped_by,
+        peak_lr=cfg.optim.lr, run_dir=ckpt.path, stopped_by=st.stopped_by,
+        adapted=adapted_for + ([f"LR range test {st.lr_test}"] if st.lr_test else []),
         notes=guard_notes(run.cfg, st.metrics, st.stopped_by, st.reached_at is not None, bool(adapted_for)),
         metrics=st.metrics)
 

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from quicktrain.config import Config, check_config
@@ -137,7 +138,30 @@ def sweep(run: Run, start_lr: float = 1e-6, end_lr: float = 10.0, steps: int = 1
         set_rng_state(saved_rng)
 
 
-def _sweep(run: Run, start_lr: float, end_lr: float, steps: int, t0: float) -> LRFindResult:
+@dataclass
+class _Sweep:
+    """What a sweep trains: a copy of the run's model, its own optimizer and data order, at the sweep's batch."""
+
+    run: Run
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    batches: Any
+    augment: Augment | None
+    precision: Precision
+    steps: int
+    batch: int
+
+    def step(self) -> torch.Tensor:
+        cfg = self.run.cfg
+        x, y = self.batches.next(self.batch)
+        if self.augment is not None:
+            x, y = self.augment.on_batch(x, y, 0.0)
+        return train_step(self.net, self.optimizer, self.precision, self.run.task.loss, self.run.layout(x), y,
+                          cfg.optim.grad_clip, micro_batch=cfg.memory.micro_batch,
+                          ghost_bn=cfg.memory.ghost_bn)  # the run's memory plan
+
+
+def _prepare(run: Run, start_lr: float, steps: int) -> _Sweep:
     cfg, device = run.cfg, run.device
     net = (local_copy(run.model) if run.dist.on else copy.deepcopy(run.model)).train()  # no collectives in it
     n = run.n_train
@@ -147,17 +171,40 @@ def _sweep(run: Run, start_lr: float, end_lr: float, steps: int, t0: float) -> L
     augment = Augment(run.splits.augment, cfg.data.shift, device, derive_seed(cfg.train.seed, "augment")) \
         if run.splits.augment != "none" and cfg.data.shift > 0 else None
     optimizer = make_optimizer(net, replace(cfg.optim, lr=start_lr), device)
-    prec = Precision(run.precision.name, device)
+    return _Sweep(run, net, optimizer, batches, augment, Precision(run.precision.name, device), steps, batch)
+
+
+def estimate_seconds(run: Run, steps: int = 100, probe: int = 3) -> float:
+    """What a sweep of `steps` would cost on this run now: `probe` of its steps timed (after one untimed) on the
+    same copy, data and batch as the sweep, times the sweep's steps, plus the copy. The run and every RNG are left
+    as they were."""
+    saved_rng = rng_state()
+    t0 = time.perf_counter()
+    sw = _prepare(run, 1e-6, steps)
+    try:
+        setup = time.perf_counter() - t0
+        sw.step().item()
+        t1 = time.perf_counter()
+        for _ in range(probe):
+            sw.step().item()
+        per = (time.perf_counter() - t1) / probe
+    finally:
+        set_rng_state(saved_rng)
+        if hasattr(sw.batches, "close"):
+            sw.batches.close()
+    return setup + per * sw.steps
+
+
+def _sweep(run: Run, start_lr: float, end_lr: float, steps: int, t0: float) -> LRFindResult:
+    cfg = run.cfg
+    sw = _prepare(run, start_lr, steps)
+    steps, batch, optimizer, batches = sw.steps, sw.batch, sw.optimizer, sw.batches
     factor = (end_lr / start_lr) ** (1 / (steps - 1))
     lrs, losses, best, stopped = [], [], math.inf, "reached end_lr"
     for i in range(steps):
         lr = start_lr * factor**i
         set_lr(optimizer, lr)
-        x, y = batches.next(batch)
-        if augment is not None:
-            x, y = augment.on_batch(x, y, 0.0)
-        loss = train_step(net, optimizer, prec, run.task.loss, run.layout(x), y, cfg.optim.grad_clip,
-                          micro_batch=cfg.memory.micro_batch, ghost_bn=cfg.memory.ghost_bn)  # the run's memory plan
+        loss = sw.step()
         lrs.append(lr)
         losses.append(loss.item())
         current = smooth(losses)[-1]

@@ -51,6 +51,7 @@ class RunState:
     restarts: list[dict[str, Any]] = field(default_factory=list)  # {"step", "lost_seconds"} per resume
     stopped_by: str = ""  # what ended the run: target | budget | max_seconds | schedule | on_eval
     check_due: bool = False  # stopped where a validation check was due and not yet done: resume does it first
+    lr_test: str = ""  # the deferred LR range test's decision (quicktrain.adapt), once made: "ran ..." | "not run ..."
 
 
 @dataclass

@@ -4,7 +4,8 @@ linear decay to 0 that starts when the validation metric stops improving (Hu et 
 cosine schedule tuned to the length). One-cycle and cosine need the run's length up front; a run that trains "until
 the target" has none, which is why the adaptive default (quicktrain.adapt) uses this.
 
-- warmup: `schedule.warmup_epochs`, from `start_frac` of the peak to the peak.
+- warmup: `schedule.warmup_epochs`, from `start_frac` of the peak to the peak (`rewarm_to`: from the LR in use to a
+  new peak, when the deferred LR range test sets one).
 - plateau: the decay starts at a check whose metric has not improved on the best so far by `plateau_delta` (and
   by at least the metric's resolution: 2 validation examples) for `plateau_patience` checks, but not within a
   cycle's first `plateau_after_epochs` (early checks are noisy: on digits' 144 validation examples a half-epoch
@@ -38,6 +39,7 @@ class WarmupStableDecay(Schedule):
         tail = self._round(max(self.decay_min, sc.decay_frac * self.total / (1 + sc.decay_frac)))
         self.budget_decay = max(0, self.total - tail), max(1, tail)  # used when no plateau came first
         self.scale, self.cycle_start, self.decay_start, self.decay_len = 1.0, 0, -1, 0
+        self.warm_from = self.start_frac  # where the current cycle's warmup starts, as a fraction of the peak
         self.best: float | None = None
         self.stale, self.exhausted = 0, False
         self.at = self._at
@@ -48,7 +50,7 @@ class WarmupStableDecay(Schedule):
     def factor(self, samples: float) -> float:
         """The LR at `samples` as a fraction of the peak."""
         since = samples - self.cycle_start
-        f = self.start_frac + (1 - self.start_frac) * since / self.warmup if since < self.warmup else 1.0
+        f = self.warm_from + (1 - self.warm_from) * since / self.warmup if since < self.warmup else 1.0
         start, length = (self.decay_start, self.decay_len) if self.decay_start >= 0 else self.budget_decay
         if samples >= start:
             f = min(f, max(0.0, 1.0 - (samples - start) / length))
@@ -67,6 +69,7 @@ class WarmupStableDecay(Schedule):
                     return
                 self.scale *= self.rewarm
                 self.cycle_start, self.decay_start, self.best, self.stale = samples, -1, v, 0
+                self.warm_from = self.start_frac
             return
         if self.best is None or v >= self.best + self.delta:
             self.best, self.stale = v if self.best is None else max(v, self.best), 0
@@ -76,11 +79,21 @@ class WarmupStableDecay(Schedule):
             self.decay_start = samples
             self.decay_len = self._round(max(self.decay_min, self.decay_frac * samples))
 
+    def rewarm_to(self, peak: float, samples: int) -> None:
+        """A new peak LR from `samples` on (the deferred LR range test's), reached by a warmup from the LR in use
+        (a stable phase restarts; a decay in progress is dropped)."""
+        now = self.peak * self.factor(samples)
+        self.peak, self.scale = peak, 1.0
+        self.cycle_start, self.decay_start, self.stale = samples, -1, 0
+        self.warm_from = min(1.0, now / peak) if peak > 0 else 1.0
+
     def state_dict(self) -> dict[str, Any]:
         return {"scale": self.scale, "cycle_start": self.cycle_start, "decay_start": self.decay_start,
-                "decay_len": self.decay_len, "best": self.best, "stale": self.stale, "exhausted": self.exhausted}
+                "decay_len": self.decay_len, "best": self.best, "stale": self.stale, "exhausted": self.exhausted,
+                "warm_from": self.warm_from}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.scale, self.cycle_start = float(state["scale"]), int(state["cycle_start"])
         self.decay_start, self.decay_len = int(state["decay_start"]), int(state["decay_len"])
         self.best, self.stale, self.exhausted = state["best"], int(state["stale"]), bool(state["exhausted"])
+        self.warm_from = float(state.get("warm_from", self.start_frac))  # checkpoints before the deferred test
