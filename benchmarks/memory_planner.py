@@ -1,7 +1,7 @@
 """The memory planner against measurement (#10): does its choice fit, does it predict the peak, is it as fast as the
 best an exhaustive search finds; and a model that does not fit a cap with plain settings trained under it.
 
-    python benchmarks/memory_planner.py [--threads 1] [--out docs/results/memory_planner.json] [--skip-demo]
+    python benchmarks/memory_planner.py [--threads 1] [--out FILE] [--skip-demo | --demo-only]
 
 Part 1, for each model (a residual MLP from Python; revnet1d and the GPT of the zoo, reversible where they have
 it): the plain whole-batch step's peak P is measured; for caps of 0.9, 0.75, 0.6, 0.45 and 0.35 x P the planner
@@ -203,11 +203,11 @@ def demo(threads: int) -> dict[str, Any]:
     planned = train(capped, progress=False)
     step = Run.step
 
-    def enforced(self: Run, x: Tensor, y: Tensor) -> Tensor:  # every step under the simulated device
+    def enforced(self: Run, x: Tensor, y: Tensor, measure: Any = None) -> Tensor:  # every step under the cap
         held = [*self.model.parameters(), *self.model.buffers(), x, y,
                 *(v for s in self.optimizer.state.values() for v in s.values() if isinstance(v, Tensor))]
         with CapMode(cap, held):
-            return step(self, x, y)
+            return step(self, x, y, measure)
 
     Run.step = enforced  # type: ignore[method-assign]
     try:
@@ -232,9 +232,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="docs/results/memory_planner.json")
     ap.add_argument("--skip-demo", action="store_true")
+    ap.add_argument("--demo-only", action="store_true", help="add the demo to an existing --out file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    out = Path(args.out)
+    if args.demo_only:
+        result = json.loads(out.read_text())
+        result["demo"] = demo(args.threads)
+        print(json.dumps(result["demo"]), flush=True)
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        return
     rows = part1()
     result: dict[str, Any] = {"device": device_name(CPU), "cpu": platform.processor(), "torch": torch.__version__,
                               "threads": args.threads, "rows": rows}
@@ -249,11 +257,12 @@ def main() -> None:
               f"pred {fmt_bytes(r['predicted_peak']):>10} meas {fmt_bytes(r['measured_peak']):>10} "
               f"({100 * r['peak_error']:+.1f}%) step {r['measured_step_s'] * 1e3:.1f} ms vs best "
               f"{r['best_step_s'] * 1e3:.1f} ms ({r['best']})")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")  # part 1 is kept even if the demo fails
     if not args.skip_demo:
         result["demo"] = demo(args.threads)
         print(json.dumps(result["demo"]), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        out.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":
