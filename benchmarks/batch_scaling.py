@@ -10,7 +10,8 @@ Protocol (after Shallue et al. 2019 and McCandlish et al. 2018), all on the vali
   check is cheap and can be frequent) at LRs lr_ref * sqrt(B / 128) * {1/2, 1, 2} (--lr-factors); steps to the
   target is the step of the first validation check at or above it (checks every max(1, 256 / B) steps; 512 / B
   on mnist5k), median over seeds; each B keeps its best LR (fewest median steps among LRs that reach the target on
-  every seed). Then the fit
+  every seed; LRs run from the grid's middle outwards and a run past 4x the best median so far stops there, as
+  not reaching). Then the fit
   S(B) = S_min + E_min / B (McCandlish et al. eq. 2.11, least squares on 1/B) gives B_crit = E_min / S_min, the
   knee: the batch at which a run takes 2 S_min steps and 2 E_min examples.
 - noise: `quicktrain noise-scale` on the same setup at B = 128 and its best LR, every 2 steps; B_simple at the
@@ -47,7 +48,7 @@ from quicktrain.recipes import load_recipe
 OUT = Path("docs/results/batch_scaling")
 SETUPS = {  # recipe, target (validation accuracy), lr_ref at batch 128, budget in examples (a cap), examples
     "mnist1d": ("mnist1d", 0.90, 4e-3, 400_000, 256),  # between checks (a check costs more on the 2-D net)
-    "mnist5k": ("mnist5k", 0.96, 2e-3, 300_000, 512),
+    "mnist5k": ("mnist5k", 0.96, 1e-3, 200_000, 512),  # a first run's best LR at batch 16 sat on 2e-3's grid edge
 }
 BATCHES = (16, 32, 64, 128, 256, 512, 1024)
 
@@ -63,8 +64,10 @@ def config(data: str, batch: int, lr: float, seed: int, **extra: Any) -> Config:
     return apply_overrides(load_recipe(recipe), overrides)
 
 
-def steps_to_target(cfg: Config) -> dict[str, Any]:
-    r = train(cfg, progress=False)
+def steps_to_target(cfg: Config, limit: int | None = None) -> dict[str, Any]:
+    """Train until the target (or the budget, or `limit` steps: a run already past 4x the best LR's steps at
+    this batch is far from competitive, so it stops there, as not reaching)."""
+    r = train(cfg, progress=False, on_eval=(lambda m: m["step"] > limit) if limit else None)
     hit = next((m for m in r.metrics if m["val_acc"] >= cfg.train.target), None)
     return {"reached": hit is not None, "steps": hit["step"] if hit else None,
             "samples": hit["samples"] if hit else None, "train_seconds": r.train_seconds,
@@ -83,8 +86,18 @@ def sqrt_ramp_gain(b: list[float]) -> float | None:
 
 
 def sweep(data: str, batch: int, lrs: list[float], seeds: int, **extra: Any) -> dict[str, Any]:
-    """Every LR x seed at one batch; the best LR is the one with the fewest median steps that always reached."""
-    runs = {lr: [steps_to_target(config(data, batch, lr, s, **extra)) for s in range(seeds)] for lr in lrs}
+    """Every LR x seed at one batch; the best LR is the one with the fewest median steps that always reached. The
+    LRs run from the middle of the grid outwards, and a run stops at 4x the best median so far."""
+    order = sorted(lrs, key=lambda lr: abs(lrs.index(lr) - (len(lrs) - 1) / 2))
+    runs: dict[float, list[dict[str, Any]]] = {}
+    best_so_far: float | None = None
+    for lr in order:
+        limit = int(4 * best_so_far) if best_so_far else None
+        runs[lr] = [steps_to_target(config(data, batch, lr, s, **extra), limit) for s in range(seeds)]
+        if all(r["reached"] for r in runs[lr]):
+            med = statistics.median(r["steps"] for r in runs[lr])
+            best_so_far = med if best_so_far is None else min(best_so_far, med)
+    runs = {lr: runs[lr] for lr in lrs}
     ok = {lr: statistics.median(r["steps"] for r in rs) for lr, rs in runs.items() if all(r["reached"] for r in rs)}
     best = min(ok, key=ok.get) if ok else None
     row = {"batch": batch, "lrs": {f"{lr:.3g}": rs for lr, rs in runs.items()}, "best_lr": best,

@@ -7,9 +7,11 @@ API exactly as the README shows, `qt.train(cfg, model=build(), data=splits, prog
              data.name=custom, the combo's target, train.epochs = the combo's budget (`epochs` below; fewer than the
              recipe's 100 where plain reaches the target long before, to keep the script near 15 min on 2 cores);
 - `default`: the built-in default recipe `mnist1d` with data.name=custom and the same target, as shipped: on a
-             model and data it was not tuned for it adapts (quicktrain.adapt: peak LR from the range test, batch 128,
-             warmup-stable-decay, a check every epoch, precision auto); its cap (adapt.max_epochs) is set to the
-             combo's budget, so both get the same number of epochs at most.
+             model and data it was not tuned for it adapts (quicktrain.adapt: plain Adam's LR, then the LR range
+             test at the second check if it pays, batch 128, warmup-stable-decay, a check every epoch, precision
+             auto); its cap (adapt.max_epochs) is set to the combo's budget, so both get the same number of epochs
+             at most;
+- `first`:   the same with the range test before training (`adapt.lr_find=first`, the default until 2026-12-05).
 
 Neither stops at the target (train.stop_on_target=false): the time to target is the first check at it, read off
 the metrics, and the final test accuracy is each one's at the end of its own run (plain: its budget; default: its
@@ -26,6 +28,7 @@ reaches them in every seed well within its budget (calibrated with
 
     .venv/bin/python benchmarks/generality.py                      # every combo, 3 seeds (~15 min on 2 cores)
     .venv/bin/python benchmarks/generality.py --combos gru/mnist1d --seeds 1 --recipes plain
+    .venv/bin/python benchmarks/generality.py --recipes plain default first   # also the LR test before training
 
 Writes docs/results/generality/generality.json and prints a markdown table.
 """
@@ -82,16 +85,17 @@ COMBOS = [
     Combo("transformer", "mnist1d", 0.85, 40),
 ]
 
-RECIPES = ("plain", "default")
+RECIPES = ("plain", "default", "first")  # first: the default with the LR range test before training (adapt.lr_find)
 
 
 def config(recipe: str, combo: Combo, seed: int) -> qt.Config:
     if recipe == "plain":
         return qt.apply_overrides(qt.load_recipe("plain"), {"data.name": "custom", "train.target": combo.target,
                                                            "train.epochs": float(combo.epochs), "train.seed": seed})
+    extra = {"adapt.lr_find": "first"} if recipe == "first" else {}
     return qt.apply_overrides(qt.load_recipe("mnist1d"), {"data.name": "custom", "train.target": combo.target,
                                                          "train.seed": seed, "train.stop_on_target": False,
-                                                         "adapt.max_epochs": float(combo.epochs)})
+                                                         "adapt.max_epochs": float(combo.epochs), **extra})
 
 
 def run(recipe: str, combo: Combo, splits: Any, seed: int) -> dict[str, Any]:
@@ -116,7 +120,9 @@ def table(runs: list[dict[str, Any]], combos: list[Combo], recipes: list[str]) -
     head = "| combo | target | plain budget (epochs) |"
     for rec in recipes:
         head += f" {rec}: time to target s | {rec}: reached | {rec}: final test acc | {rec}: final val acc |"
-    lines = [head + " default / plain time |", "|" + "---|" * (3 + 4 * len(recipes) + 1)]
+    others = [r for r in recipes if r != "plain"]
+    lines = [head + "".join(f" {r} / plain time |" for r in others),
+             "|" + "---|" * (3 + 4 * len(recipes) + len(others))]
     for c in combos:
         row, med = f"| {c.name} | {c.target:.0%} | {c.epochs:g} |", {}
         for rec in recipes:
@@ -127,15 +133,17 @@ def table(runs: list[dict[str, Any]], combos: list[Combo], recipes: list[str]) -
             val = [100 * r["val_acc"] for r in rs]
             row += (f" {_med(t)} | {len(t)}/{len(rs)} | {statistics.mean(test):.1f} | "
                     f"{statistics.median(val):.1f} |") if rs else " - | - | - | - |"
-        ratio = med.get("default") / med["plain"] if med.get("default") and med.get("plain") else None
-        lines.append(row + (f" {ratio:.2f} |" if ratio else " never (not reached in every seed) |"))
+        for rec in others:
+            ratio = med.get(rec) / med["plain"] if med.get(rec) and med.get("plain") else None
+            row += f" {ratio:.2f} |" if ratio else " never (not reached in every seed) |"
+        lines.append(row)
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--combos", nargs="*", default=[c.name for c in COMBOS])
-    ap.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=RECIPES)
+    ap.add_argument("--recipes", nargs="*", default=["plain", "default"], choices=RECIPES)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0,
                     help="torch intra-op threads; 0 = torch's default. On a shared 2-core machine use 1: with other "

@@ -89,13 +89,15 @@ def test_two_ranks_train_the_curve_of_one_process(tmp_path: Path) -> None:
 
 def test_the_multi_node_form_two_agents_of_one_rank_each(tmp_path: Path) -> None:
     """torchrun's multi-node command (c10d rendezvous), as two "machines" of one rank each on this one: the run
-    counts 2 nodes, and its cost is for both."""
+    counts 2 nodes, and its cost is for both. It is an adaptive run whose deferred LR range test runs (adapt.pays
+    tiny): the decision and the LR are rank 0's on both."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    args = ["run", "mnist1d", *SMALL, "--train.epochs=1", "--train.batch_size=64", "--adapt.mode=off"]
+    args = ["run", "mnist1d", *SMALL, "--adapt.mode=on", "--adapt.max_epochs=3", "--adapt.pays=1e-9",
+            "--train.target=0.99"]
     agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
                                 "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=qt-test",
                                 "-m", "quicktrain", *args, "--run-dir", str(tmp_path / "run")],
@@ -107,6 +109,7 @@ def test_the_multi_node_form_two_agents_of_one_rank_each(tmp_path: Path) -> None
     assert len(printed) == 1  # the agent that holds rank 0 prints; the other is silent
     result = printed[0]
     assert result["world_size"] == 2 and result["nodes"] == 2
+    assert any(a.startswith("LR range test ran at epoch 2") for a in result["adapted"])
     from quicktrain import prices
 
     price = prices.lookup(result["instance"], prices.load_prices(None))
@@ -192,7 +195,7 @@ def _start_and_wait_for_a_check(cmd: list[str], run_dir: Path, cwd: Path) -> tup
     raise AssertionError("the 2-rank run did not reach its first check in 120 s")
 
 
-LONG = ["run", "mnist1d", *SMALL, "--train.epochs=16", "--train.batch_size=32", "--train.eval_every=2",
+LONG = ["run", "mnist1d", *SMALL, "--train.epochs=10", "--train.batch_size=32", "--train.eval_every=2",
         "--train.eval_from=0", "--train.target=0", "--adapt.mode=off"]
 
 

@@ -195,3 +195,20 @@ def test_plan_memory_for_tables_every_variant_and_needs_a_cap(cfg: Config) -> No
     assert "<- chosen" in plan.table()
     with pytest.raises(UserError, match="needs a cap"):
         plan_memory_for(replace(cfg, system=replace(cfg.system, memory="")), DeepRes(), batch(2000))
+
+
+def test_a_cap_too_small_from_the_command_line_is_one_line_exit_2(tmp_path: object,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    from quicktrain.cli import main
+
+    run_dir = Path(str(tmp_path)) / "r"
+    code = main(["run", "mnist1d", "--system.memory=4KiB", "--data.mnist1d.num_samples=1000", "--no-progress",
+                 "--system.precision=fp32", "--system.compile=off", "--system.channels_last=off",
+                 "--run-dir", str(run_dir)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("quicktrain: error: config key system.memory: 4.0 KiB is below what the smallest plan "
+                             "needs")
+    assert not run_dir.exists()  # bad input leaves nothing behind
