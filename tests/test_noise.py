@@ -176,3 +176,14 @@ def test_the_noise_scale_command_reports_plots_and_recommends(tmp_path: Path,
     saved = json.loads((out / "noise.json").read_text())
     assert len(saved["history"]) == summary["measurements"]
     assert main(["noise-scale", "--every", "0"]) == 2
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_the_probe_unscales_under_mixed_precision(precision: str) -> None:
+    """Under fp16 the gradient is scaled by the grad scaler (65536 at the start): the probe divides it back out."""
+    torch.manual_seed(0)
+    model, ce = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)), nn.functional.cross_entropy
+    x, y = torch.randn(32, 6), torch.randint(0, 3, (32,))
+    reference = half_batch_sq_norm(model, Precision("fp32", CPU), ce, x, y, 16)
+    mixed = half_batch_sq_norm(model, Precision(precision, CPU), ce, x, y, 16)
+    assert mixed == pytest.approx(reference, rel=0.05)

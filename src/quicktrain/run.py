@@ -217,7 +217,9 @@ def build_run(cfg: Config, model: nn.Module | None = None, data: Any = None, cho
     noise = NoiseScale(cfg.noise.decay) if cfg.noise.every > 0 else None
     schedule = make_schedule(cfg, total, n_train, interval, resolution=2 / max(1, len(splits.val)), noise=noise,
                              multiple=d.world)
-    backoff = Backoff(cfg.memory.micro_batch, say) if memory.get("cap") else None
+    # the out-of-memory backoff is one process's: under data parallel the other ranks could not follow it mid-step
+    # (their collectives would wait for it), so there an OOM fails the run; the plan itself is rank 0's everywhere
+    backoff = Backoff(cfg.memory.micro_batch, say) if memory.get("cap") and not d.on else None
     return Run(cfg, device, splits, task, model, net, optimizer, batches, methods, Precision(choices.precision, device),
                choices, val, test, total, schedule, interval, data_path, backoff=backoff, plan=plan, dist=d,
                noise=noise, probe=probe)
