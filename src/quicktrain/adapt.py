@@ -3,12 +3,14 @@ one dataset, and on another they can lose to plain PyTorch defaults (a GRU on MN
 Adam reached 94.8%; issue #13). So a run checks whether its recipe was tuned for what it is given, and where it was
 not, it chooses by measurement what the constants used to fix:
 
-- the peak LR: the run starts at `adapt.lr_floor` (plain Adam's 1e-3) and, at its second check, runs the LR range
-  test on its own model and data (quicktrain.lr_find; its time is on the train clock) only if the time the checks'
-  trend projects to the target exceeds `adapt.pays` (4) times the test's measured cost (`lr_test_pays`). So a test
-  the run turns out not to need adds at most 25% to it: on a problem plain Adam solves in a few dozen steps the
-  test used to cost more than the whole of plain's training (mlp/digits: 2.35x, docs/BENCHMARKS.md). A new peak
-  is reached by a warmup from the LR in use. `adapt.lr_find=first` tests before training, as before;
+- the peak LR from the LR range test on the run's own model and data (quicktrain.lr_find; its time, and that of
+  the few steps that estimate its cost, are on the train clock). `adapt.lr_find=auto`: the test runs before
+  training when it costs at most `adapt.first_epochs` (2) epochs of the run's own steps; where it costs more (a
+  small dataset, whose epoch is a handful of steps, against the test's 100: on mlp/digits the test cost more than
+  the whole of plain's training, 2.35x, docs/BENCHMARKS.md) the run starts at `adapt.lr_floor` (plain Adam's
+  1e-3) and runs the test at its second check only if the time the checks' trend projects to the target exceeds
+  `adapt.pays` (4) times its cost (`lr_test_pays`), then warms up to the new peak: so a test the run did not need
+  adds at most about 25%. `first` always tests before training, `off` never;
 - the budget: until the target, or `adapt.max_epochs` (plain's budget), or `train.max_seconds`, checking the
   validation split every `adapt.eval_every` epochs;
 - the schedule: warmup-stable-decay with the decay started when validation stops improving (quicktrain.wsd), which
@@ -80,7 +82,7 @@ def describe(cfg: Config, reasons: list[str]) -> str:
         else f"recipe {cfg.name}"
     budget = f"until the target or {a.max_epochs:g} epochs" if tc.target > 0 else f"{a.max_epochs:g} epochs at most"
     lr = {"first": "peak LR from the LR range test", "off": f"peak LR {a.lr_floor:g}",
-          "deferred": f"peak LR {a.lr_floor:g}, then from the LR range test if it pays"}[a.lr_find]
+          "auto": "peak LR from the LR range test where it pays"}[a.lr_find]
     return (f"adaptive defaults ({tuned}; this run has {', '.join(reasons)}): {lr}, {budget}, warmup-stable-decay, "
             f"batch {a.batch_size or tc.batch_size}, no augmentation (--adapt.mode=off keeps the recipe's constants)")
 

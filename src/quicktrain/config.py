@@ -289,10 +289,12 @@ class AdaptConfig:
     eval_every: float = 1.0  # epochs between validation checks
     batch_size: int = 128  # examples per step (0 = the recipe's); 256 missed targets on small data (BENCHMARKS.md)
     lr_floor: float = 1e-3  # the range test's suggestion is never used below plain Adam's LR
-    # when the peak LR is measured: deferred = train at lr_floor and, at the second check, run the LR range test
-    # only if the time projected to the target exceeds `pays` times its cost; first = before training; off = never
-    lr_find: Literal["deferred", "first", "off"] = "deferred"
-    pays: float = 4.0  # deferred: so a test a run did not need adds at most 1/pays (25%) to it
+    # when the peak LR is measured (quicktrain.adapt): auto = before training when the LR range test costs at most
+    # `first_epochs` epochs of training, else train at lr_floor and run it at the second check only if the time
+    # projected to the target exceeds `pays` times its cost; first = before training; off = never
+    lr_find: Literal["auto", "first", "off"] = "auto"
+    first_epochs: float = 2.0  # auto: a test this cheap runs first (measured: 0.5-1.5 epochs on data of 3,000+)
+    pays: float = 4.0  # auto, deferred: so a test a run did not need adds at most 1/pays (25%) to it
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
         yield "max_epochs", self.max_epochs > 0, "must be > 0"
@@ -300,6 +302,7 @@ class AdaptConfig:
         yield "batch_size", self.batch_size >= 0, "must be >= 0 (0 = the recipe's)"
         yield "lr_floor", self.lr_floor >= 0, "must be >= 0"
         yield "pays", self.pays > 0, "must be > 0"
+        yield "first_epochs", self.first_epochs >= 0, "must be >= 0"
         yield "lr_floor", self.lr_floor > 0 or self.lr_find == "first", \
             "must be > 0 unless adapt.lr_find=first: a deferred or skipped LR test trains at it"
 

@@ -110,11 +110,13 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
             f"{found.seconds:.2f} s); using {st.peak_lr:.3g}")
     # Hot path: ~0.6 ms a step on a tiny net, so the loop does nothing per step that can be done afterwards (the
     # FLOP count is replayed from the schedule). docs/BENCHMARKS.md, "Loop overhead".
+    defer = run.adapted and run.cfg.adapt.lr_find == "auto"  # the LR range test, if and when it pays
+    if defer and ckpt.resumed is None:
+        _lr_test_first_if_cheap(run, st, say)
     if st.peak_lr:
         run.schedule.peak = st.peak_lr
     at, lr = run.schedule.at, -1.0
     every = run.cfg.noise.every if run.noise is not None else 0  # gradient noise scale measurements
-    defer = run.adapted and run.cfg.adapt.lr_find == "deferred"  # the LR range test, if and when it pays
     timed = tc.max_seconds > 0 or ckpt.saves
     # under data parallel, with a time budget or signal handlers (a run directory), every rank must stop at one step
     agree = run.dist.on and (tc.max_seconds > 0 or ckpt.path is not None)
@@ -182,13 +184,32 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
     return st
 
 
+def _lr_test_first_if_cheap(run: Run, st: RunState, say: Callable[[str], None]) -> None:
+    """adapt.lr_find=auto, before training: the LR range test runs now if it costs at most adapt.first_epochs epochs
+    of the run's own steps (quicktrain.adapt); else the run starts at the floor LR and decides at its second check.
+    A timing choice, like `auto`, recorded in the run state; rank 0's under data parallel; on the train clock."""
+    a, t0 = run.cfg.adapt, time.perf_counter()
+    test_s, epoch_s = estimate_seconds(run)
+    first = run.dist.broadcast_json(test_s <= a.first_epochs * epoch_s)
+    st.train_seconds += time.perf_counter() - t0
+    cost = f"it costs {test_s:.3g} s, {test_s / max(epoch_s, 1e-12):.2g} epochs of training"
+    if not first:
+        say(f"lr-find: deferred ({cost} > {a.first_epochs:g}); training at {run.schedule.peak:.3g} until it pays")
+        return
+    found = sweep(run)
+    st.peak_lr = run.dist.broadcast_json(max(found.suggested_lr, a.lr_floor))
+    st.train_seconds += found.seconds
+    st.lr_test = f"ran before training ({cost}): suggested {found.suggested_lr:.3g}, peak LR {st.peak_lr:.3g}"
+    say(f"lr-find: {st.lr_test}")
+
+
 def _deferred_lr_test(run: Run, st: RunState, say: Callable[[str], None]) -> None:
     """At the second check of an adaptive run that trains at the floor LR: run the LR range test if the time the
     checks project to the target exceeds adapt.pays times its cost (quicktrain.adapt.lr_test_pays), and warm up to
     its LR. Decided once and recorded (a timing choice, like `auto`; rank 0's under data parallel); its time, the
     estimate's included, is on the train clock."""
     a, t0 = run.cfg.adapt, time.perf_counter()
-    go, why = lr_test_pays(st.metrics, run.cfg.train.target, st.train_seconds, estimate_seconds(run), a.pays)
+    go, why = lr_test_pays(st.metrics, run.cfg.train.target, st.train_seconds, estimate_seconds(run)[0], a.pays)
     go, why = run.dist.broadcast_json([go, why])
     st.train_seconds += time.perf_counter() - t0
     if not go:

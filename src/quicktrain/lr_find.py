@@ -174,25 +174,28 @@ def _prepare(run: Run, start_lr: float, steps: int) -> _Sweep:
     return _Sweep(run, net, optimizer, batches, augment, Precision(run.precision.name, device), steps, batch)
 
 
-def estimate_seconds(run: Run, steps: int = 100, probe: int = 3) -> float:
-    """What a sweep of `steps` would cost on this run now: `probe` of its steps timed (after one untimed) on the
-    same copy, data and batch as the sweep, times the sweep's steps, plus the copy. The run and every RNG are left
-    as they were."""
+def estimate_seconds(run: Run, steps: int = 100, probe: int = 3) -> tuple[float, float]:
+    """(what a sweep of `steps` would cost on this run now, what an epoch of the run's own steps costs): `probe`
+    steps of each timed (after one untimed) on the sweep's copy, at the sweep's batch and at the run's, times the
+    sweep's steps (plus the copy) and the steps of an epoch. The run and every RNG are left as they were."""
     saved_rng = rng_state()
     t0 = time.perf_counter()
     sw = _prepare(run, 1e-6, steps)
     try:
         setup = time.perf_counter() - t0
-        sw.step().item()
-        t1 = time.perf_counter()
-        for _ in range(probe):
+        per = []
+        for batch in (sw.batch, run.cfg.train.batch_size):
+            sw.batch = batch
             sw.step().item()
-        per = (time.perf_counter() - t1) / probe
+            t1 = time.perf_counter()
+            for _ in range(probe):
+                sw.step().item()
+            per.append((time.perf_counter() - t1) / probe)
     finally:
         set_rng_state(saved_rng)
         if hasattr(sw.batches, "close"):
             sw.batches.close()
-    return setup + per * sw.steps
+    return setup + per[0] * sw.steps, per[1] * run.n_train / run.cfg.train.batch_size
 
 
 def _sweep(run: Run, start_lr: float, end_lr: float, steps: int, t0: float) -> LRFindResult:
