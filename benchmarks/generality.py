@@ -7,10 +7,10 @@ API exactly as the README shows, `qt.train(cfg, model=build(), data=splits, prog
              data.name=custom, the combo's target, train.epochs = the combo's budget (`epochs` below; fewer than the
              recipe's 100 where plain reaches the target long before, to keep the script near 15 min on 2 cores);
 - `default`: the built-in default recipe `mnist1d` with data.name=custom and the same target, as shipped: on a
-             model and data it was not tuned for it adapts (quicktrain.adapt: plain Adam's LR, then the LR range
-             test at the second check if it pays, batch 128, warmup-stable-decay, a check every epoch, precision
-             auto); its cap (adapt.max_epochs) is set to the combo's budget, so both get the same number of epochs
-             at most;
+             model and data it was not tuned for it adapts (quicktrain.adapt: the LR range test before training
+             where it costs at most 2 epochs, else plain Adam's LR and the test at the second check if it pays;
+             batch 128, warmup-stable-decay, a check every epoch, precision auto); its cap (adapt.max_epochs) is
+             set to the combo's budget, so both get the same number of epochs at most;
 - `first`:   the same with the range test before training (`adapt.lr_find=first`, the default until 2026-12-05).
 
 Neither stops at the target (train.stop_on_target=false): the time to target is the first check at it, read off

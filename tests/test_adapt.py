@@ -161,6 +161,8 @@ def test_the_guard_names_the_tuned_budget_and_the_trend() -> None:
     assert guard_notes(cfg, metrics, "target", reached=True, was_adapted=False) == []
     assert epochs_to_target(metrics, 0.95) == pytest.approx(3.0, rel=0.15)
     assert epochs_to_target([{"epoch": 1.0, "val_acc": 0.9}], 0.95) is None
+    nearly_flat = [{"epoch": 1.0, "val_acc": 0.5}, {"epoch": 2.0, "val_acc": 0.5 + 1e-12}]
+    assert epochs_to_target(nearly_flat, 0.99) is None  # far away, not an OverflowError
 
 
 def test_a_tuned_recipe_short_of_its_target_says_so(tiny_cfg: Config) -> None:

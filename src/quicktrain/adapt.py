@@ -117,8 +117,8 @@ def epochs_to_target(metrics: list[dict[str, Any]], target: float, key: str = "v
     slope = sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx if sxx > 0 else 0.0
     if slope == 0 or (slope > 0) != higher_is_better:
         return None
-    epochs = math.exp(mx + (target - my) / slope)
-    return epochs if epochs <= 10 * math.exp(pts[-1][0]) else None
+    log_epochs = mx + (target - my) / slope  # compared in logs: a near-flat trend would overflow exp()
+    return math.exp(log_epochs) if log_epochs <= pts[-1][0] + math.log(10) else None
 
 
 def guard_notes(cfg: Config, metrics: list[dict[str, Any]], stopped_by: str, reached: bool,

@@ -193,7 +193,8 @@ def _lr_test_first_if_cheap(run: Run, st: RunState, say: Callable[[str], None]) 
     first = run.dist.broadcast_json(test_s <= a.first_epochs * epoch_s)
     st.train_seconds += time.perf_counter() - t0
     cost = f"it costs {test_s:.3g} s, {test_s / max(epoch_s, 1e-12):.2g} epochs of training"
-    if not first:
+    if not first:  # train as plain Adam does (its LR, no warmup) until the test pays, if ever
+        run.schedule.rewarm_to(run.schedule.peak, 0, warm=False)
         say(f"lr-find: deferred ({cost} > {a.first_epochs:g}); training at {run.schedule.peak:.3g} until it pays")
         return
     found = sweep(run)

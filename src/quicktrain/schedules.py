@@ -101,7 +101,7 @@ class Schedule:
 
     exhausted = False  # True once a schedule has nothing more to give (wsd: its decay ended and there is no target)
 
-    def rewarm_to(self, peak: float, samples: int) -> None:
+    def rewarm_to(self, peak: float, samples: int, warm: bool = True) -> None:
         """A new peak LR from now on (warmup-stable-decay warms up to it; a schedule of progress just takes it)."""
         self.peak = peak
 

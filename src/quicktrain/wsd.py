@@ -79,13 +79,14 @@ class WarmupStableDecay(Schedule):
             self.decay_start = samples
             self.decay_len = self._round(max(self.decay_min, self.decay_frac * samples))
 
-    def rewarm_to(self, peak: float, samples: int) -> None:
+    def rewarm_to(self, peak: float, samples: int, warm: bool = True) -> None:
         """A new peak LR from `samples` on (the deferred LR range test's), reached by a warmup from the LR in use
-        (a stable phase restarts; a decay in progress is dropped)."""
+        (a stable phase restarts; a decay in progress is dropped); `warm=False`: at once (a run that starts at
+        plain Adam's LR, as plain Adam does)."""
         now = self.peak * self.factor(samples)
         self.peak, self.scale = peak, 1.0
         self.cycle_start, self.decay_start, self.stale = samples, -1, 0
-        self.warm_from = min(1.0, now / peak) if peak > 0 else 1.0
+        self.warm_from = min(1.0, now / peak) if peak > 0 and warm else 1.0
 
     def state_dict(self) -> dict[str, Any]:
         return {"scale": self.scale, "cycle_start": self.cycle_start, "decay_start": self.decay_start,
