@@ -7,11 +7,11 @@ API exactly as the README shows, `qt.train(cfg, model=build(), data=splits, prog
              data.name=custom, the combo's target, train.epochs = the combo's budget (`epochs` below; fewer than the
              recipe's 100 where plain reaches the target long before, to keep the script near 15 min on 2 cores);
 - `default`: the built-in default recipe `mnist1d` with data.name=custom and the same target, as shipped: on a
-             model and data it was not tuned for it adapts (quicktrain.adapt: the LR range test before training
-             where it costs at most 2 epochs, else plain Adam's LR and the test at the second check if it pays;
-             batch 128, warmup-stable-decay, a check every epoch, precision auto); its cap (adapt.max_epochs) is
-             set to the combo's budget, so both get the same number of epochs at most;
-- `first`:   the same with the range test before training (`adapt.lr_find=first`, the default until 2026-12-05).
+             model and data it was not tuned for it adapts (quicktrain.adapt: peak LR from the range test, batch
+             128, warmup-stable-decay, a check every epoch, precision auto); its cap (adapt.max_epochs) is set to
+             the combo's budget, so both get the same number of epochs at most;
+- `auto`:    the same with `adapt.lr_find=auto` (the range test deferred where it costs more than 2 epochs, and
+             run at the second check only if it pays).
 
 Neither stops at the target (train.stop_on_target=false): the time to target is the first check at it, read off
 the metrics, and the final test accuracy is each one's at the end of its own run (plain: its budget; default: its
@@ -28,7 +28,7 @@ reaches them in every seed well within its budget (calibrated with
 
     .venv/bin/python benchmarks/generality.py                      # every combo, 3 seeds (~15 min on 2 cores)
     .venv/bin/python benchmarks/generality.py --combos gru/mnist1d --seeds 1 --recipes plain
-    .venv/bin/python benchmarks/generality.py --recipes plain default first   # also the LR test before training
+    .venv/bin/python benchmarks/generality.py --recipes plain default auto    # also adapt.lr_find=auto
 
 Writes docs/results/generality/generality.json and prints a markdown table.
 """
@@ -85,14 +85,14 @@ COMBOS = [
     Combo("transformer", "mnist1d", 0.85, 40),
 ]
 
-RECIPES = ("plain", "default", "first")  # first: the default with the LR range test before training (adapt.lr_find)
+RECIPES = ("plain", "default", "auto")  # auto: the default with adapt.lr_find=auto
 
 
 def config(recipe: str, combo: Combo, seed: int) -> qt.Config:
     if recipe == "plain":
         return qt.apply_overrides(qt.load_recipe("plain"), {"data.name": "custom", "train.target": combo.target,
                                                            "train.epochs": float(combo.epochs), "train.seed": seed})
-    extra = {"adapt.lr_find": "first"} if recipe == "first" else {}
+    extra = {"adapt.lr_find": "auto"} if recipe == "auto" else {}
     return qt.apply_overrides(qt.load_recipe("mnist1d"), {"data.name": "custom", "train.target": combo.target,
                                                          "train.seed": seed, "train.stop_on_target": False,
                                                          "adapt.max_epochs": float(combo.epochs), **extra})

@@ -58,11 +58,11 @@ def test_the_adapted_config_measures_instead_of_fixing() -> None:
     a = adapted(load_recipe("mnist1d"))
     assert a.schedule.kind == "wsd" and a.train.epochs == 100 and a.train.eval_from == 0
     assert a.data.augment == "none" and not a.methods.tta
-    assert not a.optim.lr_find and a.optim.lr == 1e-3  # auto: plain Adam's LR unless and until the test runs
-    first = adapted(apply_overrides(load_recipe("mnist1d"), {"adapt.lr_find": "first"}))
-    assert first.optim.lr_find
+    assert a.optim.lr_find  # first (the default): the LR range test before training
+    deferred = adapted(apply_overrides(load_recipe("mnist1d"), {"adapt.lr_find": "auto"}))
+    assert not deferred.optim.lr_find and deferred.optim.lr == 1e-3  # plain Adam's LR unless and until it runs
     with pytest.raises(ConfigError, match="adapt.lr_floor"):
-        apply_overrides(load_recipe("mnist1d"), {"adapt.lr_floor": 0.0})
+        apply_overrides(load_recipe("mnist1d"), {"adapt.lr_floor": 0.0, "adapt.lr_find": "auto"})
 
 
 def test_the_deferred_lr_test_runs_only_where_the_projection_says_it_pays() -> None:
@@ -174,7 +174,8 @@ def test_a_tuned_recipe_short_of_its_target_says_so(tiny_cfg: Config) -> None:
 
 
 def test_a_run_that_reaches_its_target_early_never_pays_for_the_lr_test() -> None:
-    cfg = apply_overrides(load_recipe("mnist1d"), {"data.name": "custom", "train.target": 0.6})
+    cfg = apply_overrides(load_recipe("mnist1d"), {"data.name": "custom", "train.target": 0.6,
+                                                   "adapt.lr_find": "auto"})
     torch.manual_seed(0)
     result = train(cfg, model=_mlp(), data=_blobs(), progress=False)
     assert result.reached_target and result.peak_lr == cfg.adapt.lr_floor
@@ -183,7 +184,7 @@ def test_a_run_that_reaches_its_target_early_never_pays_for_the_lr_test() -> Non
 
 def test_a_cheap_lr_test_runs_before_training() -> None:
     cfg = apply_overrides(load_recipe("mnist1d"), {"data.name": "custom", "train.target": 0.6,
-                                                   "adapt.first_epochs": 1e9})  # any test is cheap enough
+                                                   "adapt.lr_find": "auto", "adapt.first_epochs": 1e9})
     torch.manual_seed(0)
     result = train(cfg, model=_mlp(), data=_blobs(), progress=False)
     test = [a for a in result.adapted if a.startswith("LR range test")]
@@ -193,7 +194,7 @@ def test_a_cheap_lr_test_runs_before_training() -> None:
 def test_a_deferred_lr_test_that_pays_runs_at_the_second_check_and_is_recorded(tmp_path: Path) -> None:
     cfg = apply_overrides(load_recipe("mnist1d"), {"data.name": "custom", "train.target": 0.999,
                                                    "adapt.max_epochs": 4.0, "adapt.pays": 1e-9,
-                                                   "adapt.first_epochs": 0.0})  # never first: deferred
+                                                   "adapt.lr_find": "auto", "adapt.first_epochs": 0.0})
     torch.manual_seed(0)
     logs: list[str] = []
     result = train(cfg, model=_mlp(), data=_blobs(), run_dir=tmp_path / "r", progress=False, log=logs.append)
@@ -209,7 +210,7 @@ def test_an_adaptive_run_resumes_bitwise(tiny_cfg: Config, tmp_path: Path) -> No
     cfg = apply_overrides(replace(tiny_cfg, tuned_for="mnist1d", data=SMALL_MNIST1D),
                           {"adapt.max_epochs": 3.0, "adapt.eval_every": 0.5, "train.target": 0.99,
                            "checkpoint.every_steps": 5, "checkpoint.every_seconds": 0.0, "adapt.pays": 1e-9,
-                           "adapt.first_epochs": 0.0})
+                           "adapt.lr_find": "auto", "adapt.first_epochs": 0.0})
     assert untuned(cfg)  # tiny1d on a small draw: not what mnist1d was tuned on
     train(cfg, run_dir=tmp_path / "straight", progress=False)
     with pytest.raises(Preempted):

@@ -97,7 +97,7 @@ def test_the_multi_node_form_two_agents_of_one_rank_each(tmp_path: Path) -> None
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     args = ["run", "mnist1d", *SMALL, "--adapt.mode=on", "--adapt.max_epochs=3", "--adapt.pays=1e-9",
-            "--adapt.first_epochs=0", "--train.target=0.99"]
+            "--adapt.lr_find=auto", "--adapt.first_epochs=0", "--train.target=0.99"]
     agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
                                 "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=qt-test",
                                 "-m", "quicktrain", *args, "--run-dir", str(tmp_path / "run")],

@@ -289,12 +289,13 @@ class AdaptConfig:
     eval_every: float = 1.0  # epochs between validation checks
     batch_size: int = 128  # examples per step (0 = the recipe's); 256 missed targets on small data (BENCHMARKS.md)
     lr_floor: float = 1e-3  # the range test's suggestion is never used below plain Adam's LR
-    # when the peak LR is measured (quicktrain.adapt): auto = before training when the LR range test costs at most
-    # `first_epochs` epochs of training, else train at lr_floor and run it at the second check only if the time
-    # projected to the target exceeds `pays` times its cost; first = before training; off = never
-    lr_find: Literal["auto", "first", "off"] = "auto"
-    first_epochs: float = 2.0  # auto: a test this cheap runs first (measured: 0.5-1.5 epochs on data of 3,000+)
-    pays: float = 4.0  # auto, deferred: so a test a run did not need adds at most 1/pays (25%) to it
+    # when the peak LR is measured (quicktrain.adapt): first = the LR range test before training; auto = before
+    # training when it costs at most `first_epochs` epochs of training, else train at lr_floor and run it at the
+    # second check only if the time projected to the target exceeds `pays` times its cost (measured slower than
+    # first on 7 of 10 models, docs/BENCHMARKS.md); off = never (lr_floor throughout)
+    lr_find: Literal["first", "auto", "off"] = "first"
+    first_epochs: float = 2.0  # auto: a test this cheap runs before training
+    pays: float = 4.0  # auto: so a deferred test a run did not need adds at most 1/pays (25%) to it
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
         yield "max_epochs", self.max_epochs > 0, "must be > 0"
