@@ -14,8 +14,9 @@ How (`plan_memory`):
    where the model has reversible blocks) is measured the same way, and for each variant the largest m whose
    predicted peak is under the cap less a margin (`MARGIN`). The `CONFIRM` variants with the least predicted step
    time are then timed at that very micro-batch (memory predicted under the cap, as the run's own steps), and the
-   fastest measured wins: a line through three sizes can be off by tens of percent at a fourth (the first version
-   of this planner chose a 2.1x slower setting on a residual MLP that way; docs/BENCHMARKS.md).
+   fastest measured wins: a line through three sizes can be off by tens of percent at a fourth (in a first run of
+   benchmarks/memory_planner.py, on a loaded machine, the version without this step chose settings 1.7x and 2.7x
+   slower than the best on a residual MLP; that run was not kept).
    The global batch never changes, so the optimisation is the same and time to accuracy is steps x step time:
    minimum step time is the best time to accuracy.
 3. If nothing fits at m = 1, a one-line UserError gives the smallest predicted need.
