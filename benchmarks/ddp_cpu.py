@@ -6,8 +6,9 @@
 curves: the validation curve of `quicktrain run` under `torchrun --standalone --nproc-per-node 2` and in one process,
 at the same global batch, checks every quarter epoch: mnist1d (batch norm synced, augmentation, TTA; the recipe's
 constants) and the built-in language model (stdlib_lm's GPT, token windows read rank by rank; 100 steps, checks every
-20). Reported: the largest relative difference of the validation loss over the checks, the largest difference of the
-accuracy, and the final test figures of both.
+20). Reported: the largest relative difference of the validation loss over the checks (and at the first check), the
+largest difference of the accuracy, and the final test figures. The control: the same one process with 2 threads,
+whose matmuls sum in another order too: data parallel should differ from one process no more than that does.
 
 throughput: the same runs' training throughput (examples per second of train clock, one check at the end) for
 1 process x 1 thread, 1 process x 2 threads and 2 ranks x 1 thread, seeds interleaved: mnist1d (fastnet1d, batch
@@ -57,6 +58,13 @@ def run(args: list[str], ranks: int, threads: int, run_dir: Path) -> dict[str, A
     return result
 
 
+def differences(a: list[dict[str, Any]], b: list[dict[str, Any]], label: str) -> dict[str, Any]:
+    return {f"steps_equal_{label}": [m["step"] for m in a] == [m["step"] for m in b],
+            f"max_rel_val_loss_{label}": max(abs(x["val_loss"] / y["val_loss"] - 1) for x, y in zip(a, b)),
+            f"first_rel_val_loss_{label}": abs(a[0]["val_loss"] / b[0]["val_loss"] - 1),
+            f"max_abs_val_acc_{label}": max(abs(x["val_acc"] - y["val_acc"]) for x, y in zip(a, b))}
+
+
 def curves(seeds: int, tmp: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, args in CURVES.items():
@@ -64,13 +72,13 @@ def curves(seeds: int, tmp: Path) -> dict[str, Any]:
         for seed in range(seeds):
             one = run([*args, f"--train.seed={seed}"], 1, 1, tmp / f"{name}-1-{seed}")
             two = run([*args, f"--train.seed={seed}"], 2, 1, tmp / f"{name}-2-{seed}")
-            a, b = one["metrics"], two["metrics"]
-            rows.append({"seed": seed, "checks": len(a),
-                         "steps_equal": [m["step"] for m in a] == [m["step"] for m in b],
-                         "max_rel_val_loss": max(abs(x["val_loss"] / y["val_loss"] - 1) for x, y in zip(a, b)),
-                         "max_abs_val_acc": max(abs(x["val_acc"] - y["val_acc"]) for x, y in zip(a, b)),
-                         "test_one": one["test_loss"] if name == "stdlib_lm" else one["test_acc"],
-                         "test_two": two["test_loss"] if name == "stdlib_lm" else two["test_acc"]})
+            # the control: the same process with 2 threads sums in another order too (matmul blocking)
+            threads = run([*args, f"--train.seed={seed}"], 1, 2, tmp / f"{name}-1x2-{seed}")
+            key = "test_loss" if name == "stdlib_lm" else "test_acc"
+            rows.append({"seed": seed, "checks": len(one["metrics"]),
+                         **differences(one["metrics"], two["metrics"], "ranks"),
+                         **differences(one["metrics"], threads["metrics"], "threads"),
+                         "test_one": one[key], "test_two_ranks": two[key], "test_two_threads": threads[key]})
             print(name, json.dumps(rows[-1]), flush=True)
         out[name] = rows
     return out
