@@ -11,7 +11,8 @@ largest difference of the accuracy, and the final test figures. The control: the
 whose matmuls sum in another order too: data parallel should differ from one process no more than that does.
 
 throughput: the same runs' training throughput (examples per second of train clock, one check at the end) for
-1 process x 1 thread, 1 process x 2 threads and 2 ranks x 1 thread, seeds interleaved: mnist1d (fastnet1d, batch
+1 process x 1 thread, 1 process x 2 threads and 2 ranks x 1 thread (batch norm per rank, system.sync_bn=auto's
+choice at these batches, and synced), seeds interleaved: mnist1d (fastnet1d, batch
 192), mnist5k (resnet2d, batch 128) and stdlib_lm (GPT, batch 16 x 256 tokens).
 Writes docs/results/ddp_cpu_<part>.json.
 """
@@ -33,7 +34,8 @@ OUT = Path("docs/results")
 FIXED = ["--system.precision=fp32", "--system.compile=off", "--system.channels_last=off", "--no-progress",
          "--adapt.mode=off"]
 CURVES = {
-    "mnist1d": ["mnist1d", "--train.eval_every=0.25", "--train.eval_from=0", "--train.stop_on_target=false"],
+    "mnist1d": ["mnist1d", "--train.eval_every=0.25", "--train.eval_from=0", "--train.stop_on_target=false",
+                "--system.sync_bn=on"],
     "stdlib_lm": ["stdlib_lm", "--train.steps=100", "--train.eval_every_steps=20", "--train.eval_from=0",
                   "--train.stop_on_target=false"],
 }
@@ -85,13 +87,16 @@ def curves(seeds: int, tmp: Path) -> dict[str, Any]:
 
 
 def throughput(seeds: int, tmp: Path) -> dict[str, Any]:
-    setups = {"1 process x 1 thread": (1, 1), "1 process x 2 threads": (1, 2), "2 ranks x 1 thread": (2, 1)}
+    setups = {"1 process x 1 thread": (1, 1, []), "1 process x 2 threads": (1, 2, []),
+              "2 ranks x 1 thread": (2, 1, []),  # system.sync_bn=auto: each rank's BN statistics at these batches
+              "2 ranks x 1 thread, BN synced": (2, 1, ["--system.sync_bn=on"])}
     out: dict[str, Any] = {}
     for name, args in SPEED.items():
-        per: dict[str, list[float]] = {k: [] for k in setups}
+        todo = {k: v for k, v in setups.items() if "synced" not in k or name != "stdlib_lm"}  # the GPT has no BN
+        per: dict[str, list[float]] = {k: [] for k in todo}
         for seed in range(seeds):  # interleaved: drift of a shared machine hits every setup alike
-            for label, (ranks, threads) in setups.items():
-                r = run([*args, f"--train.seed={seed}"], ranks, threads, tmp / f"{name}-{ranks}-{threads}-{seed}")
+            for i, (label, (ranks, threads, extra)) in enumerate(todo.items()):
+                r = run([*args, *extra, f"--train.seed={seed}"], ranks, threads, tmp / f"{name}-{i}-{seed}")
                 per[label].append(r["samples"] / r["train_seconds"])
                 print(name, label, f"{per[label][-1]:.0f} examples/s", flush=True)
         out[name] = {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": v}

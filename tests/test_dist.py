@@ -34,6 +34,7 @@ from torch import nn
 from quicktrain.dist import SINGLE, Dist, setup
 from quicktrain.config import SystemConfig
 from quicktrain.errors import ConfigError
+from quicktrain.run import SYNC_BN_BELOW, sync_bn_wanted
 from quicktrain.sync_bn import SyncBatchNorm, convert_sync_bn, local_copy
 
 pytestmark = [pytest.mark.slow, pytest.mark.dist]
@@ -74,13 +75,15 @@ def _same_curve(a: list[dict[str, Any]], b: list[dict[str, Any]], n_val: int) ->
 
 def test_two_ranks_train_the_curve_of_one_process(tmp_path: Path) -> None:
     args = ["run", "mnist1d", *SMALL, "--train.epochs=2", "--train.batch_size=64", "--train.eval_every=0.5",
-            "--train.eval_from=0", "--train.stop_on_target=false", "--adapt.mode=off", "--noise.every=5"]
+            "--train.eval_from=0", "--train.stop_on_target=false", "--adapt.mode=off", "--noise.every=5",
+            "--system.sync_bn=on"]  # 32 examples per rank: auto would keep each rank's statistics
     two = _run(_torchrun(*args, "--run-dir", str(tmp_path / "two")), tmp_path)
     one = _run([sys.executable, "-m", "quicktrain", *args, "--run-dir", str(tmp_path / "one")], tmp_path)
     assert two.returncode == 0, two.stderr[-3000:]
     assert one.returncode == 0, one.stderr[-3000:]
     result = json.loads(two.stdout.strip().splitlines()[-1])
-    assert result["world_size"] == 2 and result["nodes"] == 1 and result["threads"] == 1
+    assert result["world_size"] == 2 and result["nodes"] == 1 and result["threads"] == 1 and result["sync_bn"]
+    assert "batch norm under data parallel: synced over all ranks" in two.stderr + two.stdout
     assert two.stdout.count("reached target") == 1  # rank 0 alone prints
     # the noise scale from DDP's hook: a rank's gradient (32 examples) against the all-reduced one (64)
     assert result["noise"]["measurements"] == result["steps"] // 5 and result["noise"]["b_simple"] is not None
@@ -262,6 +265,14 @@ def test_nccl_on_a_cpu_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> Non
     assert not dist.is_initialized()
 
 
+def test_sync_bn_auto_syncs_only_small_per_rank_batches() -> None:
+    bn = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    assert sync_bn_wanted("auto", SYNC_BN_BELOW - 1, bn) is True  # a ghost batch too small: statistics are noise
+    assert sync_bn_wanted("auto", SYNC_BN_BELOW, bn) is False
+    assert sync_bn_wanted("on", 512, bn) is True and sync_bn_wanted("off", 2, bn) is False
+    assert sync_bn_wanted("on", 8, nn.Linear(3, 4)) is None  # nothing to sync: nothing said
+
+
 def test_outside_torchrun_a_run_is_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     d = setup(SystemConfig())
@@ -277,34 +288,53 @@ def test_outside_torchrun_a_run_is_one_process(monkeypatch: pytest.MonkeyPatch) 
 # ---- SyncBatchNorm and the collectives, in two spawned processes --------------------------------------------------
 
 
-def _bn_worker(rank: int, world: int, store: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+_BN_CASES = [  # (global batch shape, plain class, affine, channels_last, dtype, atol)
+    ((8, 3, 5), nn.BatchNorm1d, True, False, torch.float32, 1e-5),
+    ((8, 3), nn.BatchNorm1d, True, False, torch.float32, 1e-5),
+    ((8, 3, 5), nn.BatchNorm1d, False, False, torch.float32, 1e-5),
+    ((8, 4, 3, 3), nn.BatchNorm2d, True, True, torch.float32, 1e-5),
+    ((8, 4, 3, 3), nn.BatchNorm2d, True, False, torch.bfloat16, 5e-2),  # as autocast hands it a conv's output
+]
+
+
+def _bn_case(rank: int, shape: tuple[int, ...], cls: type[nn.Module], affine: bool, channels_last: bool,
+             dtype: torch.dtype, atol: float) -> None:
     torch.manual_seed(0)
-    x = torch.randn(8, 3, 5) * 3 + 1  # the global batch; rank r holds rows [4r, 4r + 4)
-    w = torch.randn(8, 3, 5)
-    plain = nn.BatchNorm1d(3, momentum=0.3)
-    with torch.no_grad():
-        plain.weight.uniform_(0.5, 1.5)
-        plain.bias.uniform_(-0.5, 0.5)
+    x = (torch.randn(*shape) * 3 + 1).to(dtype)  # the global batch; rank r holds rows [4r, 4r + 4)
+    w = torch.randn(*shape).to(dtype)
+    if channels_last:
+        x, w = x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
+    plain = cls(shape[1], momentum=0.3, affine=affine)
+    if affine:
+        with torch.no_grad():
+            plain.weight.uniform_(0.5, 1.5)
+            plain.bias.uniform_(-0.5, 0.5)
     synced = convert_sync_bn(nn.Sequential(local_copy(plain)))[0]
     assert isinstance(synced, SyncBatchNorm)
     xf = x.clone().requires_grad_(True)
-    (plain(xf) * w).sum().backward()
+    (plain(xf) * w).float().sum().backward()
     part = slice(4 * rank, 4 * rank + 4)
     xs = x[part].clone().requires_grad_(True)
     out = synced(xs)
-    (out * w[part]).sum().backward()
-    assert torch.allclose(out, plain(x)[part].detach(), atol=1e-5)  # plain in train mode again: stats moved twice
-    assert torch.allclose(xs.grad, xf.grad[part], atol=1e-5)
+    assert out.dtype == dtype
+    (out * w[part]).float().sum().backward()
+    assert torch.allclose(out.float(), plain(x)[part].detach().float(), atol=atol)  # plain's stats moved twice
+    assert torch.allclose(xs.grad.float(), xf.grad[part].float(), atol=atol * 10 if dtype != torch.float32 else atol)
     for p_sync, p_plain in zip(synced.parameters(), plain.parameters()):
         g = p_sync.grad.clone()
         dist.all_reduce(g)  # what DDP does (then divides by the world size, as it does for the loss)
-        assert torch.allclose(g, p_plain.grad, atol=1e-4)
-    fresh = nn.BatchNorm1d(3, momentum=0.3)
+        assert torch.allclose(g, p_plain.grad, atol=1e-4 if dtype == torch.float32 else 0.5)
+    fresh = cls(shape[1], momentum=0.3, affine=affine)
     fresh(x)
-    assert torch.allclose(synced.running_mean, fresh.running_mean, atol=1e-6)
-    assert torch.allclose(synced.running_var, fresh.running_var, atol=1e-5)
+    assert torch.allclose(synced.running_mean, fresh.running_mean, atol=1e-6 if dtype == torch.float32 else 1e-2)
+    assert torch.allclose(synced.running_var, fresh.running_var, atol=1e-5 if dtype == torch.float32 else 5e-2)
     assert int(synced.num_batches_tracked) == 1
+
+
+def _bn_worker(rank: int, world: int, store: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    for case in _BN_CASES:
+        _bn_case(rank, *case)
     d = Dist(rank=rank, world=world)
     assert d.agree(rank == 1, False) == (True, False)
     assert d.broadcast_json({"rank": rank, "s": "é"}) == {"rank": 0, "s": "é"}

@@ -269,6 +269,11 @@ class SystemConfig:
     # data parallel under torchrun (quicktrain.dist): auto = nccl on CUDA, gloo on CPU
     backend: Literal["auto", "gloo", "nccl"] = "auto"
     dist_timeout: float = 300.0  # seconds a rank waits for its peers in a collective before the run fails
+    # batch norm under data parallel: on = statistics over the global batch (the curve of one process), off = each
+    # rank's own (DDP's default); auto = on only when a rank's forward holds < 32 examples (Goyal et al. 2017 kept
+    # per-worker statistics at 32; synced ones cost an all-reduce per BN layer each way, ~1 ms on gloo: measured
+    # 1.5-1.8x slower 2-rank resnet2d steps, docs/BENCHMARKS.md)
+    sync_bn: Literal["auto", "on", "off"] = "auto"
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
         ok = self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")

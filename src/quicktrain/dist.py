@@ -9,7 +9,8 @@ What a run does under data parallel, and why:
 - the global batch: `train.batch_size` is the global batch, each rank takes an equal 1/N of it (a batch size that
   N does not divide is a one-line error). Every rank draws the same global batch (the order is a function of the
   seed), applies the same augmentation, then keeps its slice: N ranks then compute exactly what one process would
-  (token windows are read rank by rank, only the rank's rows). Batch norm is synced (quicktrain.sync_bn);
+  (token windows are read rank by rank, only the rank's rows). Batch norm is synced (quicktrain.sync_bn) when
+  system.sync_bn says so (auto: below 32 examples per rank), else each rank keeps its own statistics, as DDP does;
 - the model is wrapped in DistributedDataParallel (gradients all-reduced in buckets during backward; with
   micro-batches every micro-step but the last runs in `no_sync`, quicktrain.step);
 - decisions every rank must take at the same step (a stop signal that reached one rank, a time budget, a non-finite

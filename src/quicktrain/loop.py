@@ -43,6 +43,7 @@ from quicktrain.memory.tracking import memory_line, saved_bytes
 from quicktrain.noise import NoiseScale
 from quicktrain.runtime import sync
 from quicktrain.signals import stop_on_signals
+from quicktrain.sync_bn import SyncBatchNorm
 from quicktrain.state import weights_sha256
 from quicktrain.tasks import Interrupted, evaluate
 
@@ -301,6 +302,7 @@ def _result(run: Run, st: RunState, ckpt: NullCheckpointer, price: Any, adapted_
         price_source=price.source, torch_version=torch.__version__, weights_sha256=weights_sha256(run.model),
         restarts=len(st.restarts), seconds_lost_to_restarts=sum(r["lost_seconds"] for r in st.restarts),
         world_size=d.world, nodes=d.nodes, threads=torch.get_num_threads() if run.device.type == "cpu" else 0,
+        sync_bn=any(isinstance(m, SyncBatchNorm) for m in run.model.modules()),
         metric=run.task.metric, val_loss=last.get("val_loss"), test_loss=last.get("test_loss"),
         test_loss_at_target=at.get("test_loss") if at else None, data_path=run.data_path, memory=_memory(run),
         noise=_noise(run, at), noise_history=run.noise.history if run.noise is not None else [],

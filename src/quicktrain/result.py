@@ -46,6 +46,7 @@ class Result:
     world_size: int = 1  # processes (ranks) that trained together under torchrun (quicktrain.dist)
     nodes: int = 1  # machines they ran on: cost_usd_* is train_seconds x nodes x the instance's price
     threads: int = 0  # intra-op CPU threads per rank (0 on CUDA)
+    sync_bn: bool = False  # batch norm statistics over all ranks (system.sync_bn)
     metric: str = "acc"  # what the target is in: acc (higher is better) or loss (nats per token, lower is better)
     val_loss: float | None = None  # at the end of the run
     test_loss: float | None = None

@@ -209,7 +209,12 @@ def build_run(cfg: Config, model: nn.Module | None = None, data: Any = None, cho
         f"compile {choices.compile}")
     if choices.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    net = _data_parallel(model, device, d) if d.on else model
+    if d.on:
+        synced_bn = sync_bn_wanted(cfg.system.sync_bn, cfg.memory.micro_batch or local, model)
+        if synced_bn is not None:
+            say(f"batch norm under data parallel: {'synced over all ranks' if synced_bn else 'per rank'} "
+                f"(system.sync_bn={cfg.system.sync_bn}, {cfg.memory.micro_batch or local} examples per forward)")
+    net = _data_parallel(model, device, d, bool(synced_bn)) if d.on else model
     probe = DDPProbe.attach(net) if d.on and cfg.noise.every > 0 else None
     net = torch.compile(net) if choices.compile else net
     val = (splits.val.x.to(device), splits.val.y.to(device))
@@ -225,15 +230,28 @@ def build_run(cfg: Config, model: nn.Module | None = None, data: Any = None, cho
                noise=noise, probe=probe)
 
 
-def _data_parallel(model: nn.Module, device: torch.device, d: Dist) -> nn.Module:
-    """`model` with batch norm over the global batch (the same parameter objects, so the optimizer built before is
-    unchanged), wrapped in DistributedDataParallel, which checks that every rank holds the same weights."""
+SYNC_BN_BELOW = 32  # system.sync_bn=auto syncs batch norm when a rank's forward holds fewer examples than this
+
+
+def sync_bn_wanted(setting: str, per_forward: int, model: nn.Module) -> bool | None:
+    """Whether batch norm statistics are synced across ranks (None: the model has no batch norm)."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return None
+    return setting == "on" or (setting == "auto" and per_forward < SYNC_BN_BELOW)
+
+
+def _data_parallel(model: nn.Module, device: torch.device, d: Dist, sync_bn: bool) -> nn.Module:
+    """`model` wrapped in DistributedDataParallel, which checks that every rank holds the same weights; with
+    `sync_bn`, batch norm over the global batch first (the same parameter objects, so the optimizer built before is
+    unchanged)."""
     from torch.nn.parallel import DistributedDataParallel
 
     from quicktrain.sync_bn import SyncBatchNorm, convert_sync_bn
 
-    convert_sync_bn(model)
-    # synced BN statistics are equal on every rank; other buffers are broadcast from rank 0 each forward, as DDP does
+    if sync_bn:
+        convert_sync_bn(model)
+    # synced BN statistics are equal on every rank; other buffers (per-rank BN statistics included) are broadcast
+    # from rank 0 each forward, as DDP does
     others = any(next(m.buffers(recurse=False), None) is not None and not isinstance(m, SyncBatchNorm)
                  for m in model.modules())
     # torch 2.13 renames broadcast_buffers (the weights and buffers are still synced once, at construction)
