@@ -94,3 +94,20 @@ def test_cli_lr_find_and_apply(tmp_path: Path, capsys) -> None:  # type: ignore[
     assert last["peak_lr"] == pytest.approx(last["suggested_lr"]) and "test_acc" in last and last["seconds"] > 0
     code, _, err = cli(capsys, "lr-find", recipe(tmp_path), "--start-lr", "1", "--end-lr", "0.1")
     assert code == 2 and "start_lr" in err
+
+
+def test_a_runs_own_sweep_stops_a_decade_past_its_minimum_with_the_full_sweeps_answer(tiny_cfg: Config) -> None:
+    from quicktrain.lr_find import PAST_MIN, sweep, sweep_for_run
+    from quicktrain.run import build_run
+
+    run = build_run(apply_overrides(tiny_cfg, {"optim.name": "sgd"}))  # its minimum is well inside the sweep
+    short, full = sweep_for_run(run), sweep(run)
+    n = len(short.lrs)
+    assert short.lrs == full.lrs[:n] and short.losses == full.losses[:n]  # the same sweep, stopped
+    watched = min(range(max(1, 10), n), key=lambda i: short.smoothed[i])  # the stop rule skips the first 10 steps
+    assert short.stopped.startswith("lr ") and n < len(full.lrs)
+    assert short.lrs[-1] > PAST_MIN * short.lrs[watched] >= short.lrs[-2]
+    m = len(full.lrs)
+    full_best = min(range(m // 10, m), key=lambda i: full.smoothed[i])
+    assert n // 10 <= full_best < n  # the full sweep's minimum lies before the stop: the same minimum/10
+    assert short.suggested_lr == pytest.approx(full.suggested_lr, rel=1e-9)

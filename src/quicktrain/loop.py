@@ -29,7 +29,7 @@ from quicktrain.checkpointer import Checkpointer, Follower, NullCheckpointer
 from quicktrain.config import Config, check_config
 from quicktrain.dist import Dist, setup as setup_dist
 from quicktrain.errors import TrainingDiverged
-from quicktrain.lr_find import estimate_seconds, sweep
+from quicktrain.lr_find import estimate_seconds, sweep_for_run
 from quicktrain.methods.progressive_resize import resize
 from quicktrain.methods.registry import examples, full_size, input_size
 from quicktrain.optim import set_lr
@@ -103,8 +103,8 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
     key = "val_" + run.task.metric  # what the target, the bar and the schedule's plateau watch
     st = ckpt.begin(run, RunState(next_eval=max(interval, int(tc.eval_from * total))), pending, origin)
     if run.cfg.optim.lr_find and ckpt.resumed is None:  # a resumed run keeps the LR it found
-        found = sweep(run)
         floor = run.cfg.adapt.lr_floor if run.adapted else 0.0  # adaptive runs never go below plain Adam's LR
+        found = sweep_for_run(run)
         st.peak_lr, st.train_seconds = max(found.suggested_lr, floor), found.seconds  # its cost is time to train
         st.peak_lr = run.dist.broadcast_json(st.peak_lr)  # every rank trains with rank 0's
         say(f"lr-find: suggested peak LR {found.suggested_lr:.3g} ({found.confidence} confidence, "
@@ -191,6 +191,7 @@ def _lr_test_first_if_cheap(run: Run, st: RunState, say: Callable[[str], None]) 
     A timing choice, like `auto`, recorded in the run state; rank 0's under data parallel; on the train clock."""
     a, t0 = run.cfg.adapt, time.perf_counter()
     test_s, epoch_s = estimate_seconds(run)
+    st.lr_test_seconds = test_s  # for the second check's decision: estimated once (a few steps of a copy)
     first = run.dist.broadcast_json(test_s <= a.first_epochs * epoch_s)
     st.train_seconds += time.perf_counter() - t0
     cost = f"it costs {test_s:.3g} s, {test_s / max(epoch_s, 1e-12):.2g} epochs of training"
@@ -198,7 +199,7 @@ def _lr_test_first_if_cheap(run: Run, st: RunState, say: Callable[[str], None]) 
         run.schedule.rewarm_to(run.schedule.peak, 0, warm=False)
         say(f"lr-find: deferred ({cost} > {a.first_epochs:g}); training at {run.schedule.peak:.3g} until it pays")
         return
-    found = sweep(run)
+    found = sweep_for_run(run)
     st.peak_lr = run.dist.broadcast_json(max(found.suggested_lr, a.lr_floor))
     st.train_seconds += found.seconds
     st.lr_test = f"ran before training ({cost}): suggested {found.suggested_lr:.3g}, peak LR {st.peak_lr:.3g}"
@@ -211,13 +212,14 @@ def _deferred_lr_test(run: Run, st: RunState, say: Callable[[str], None]) -> Non
     its LR. Decided once and recorded (a timing choice, like `auto`; rank 0's under data parallel); its time, the
     estimate's included, is on the train clock."""
     a, t0 = run.cfg.adapt, time.perf_counter()
-    go, why = lr_test_pays(st.metrics, run.cfg.train.target, st.train_seconds, estimate_seconds(run)[0], a.pays)
+    cost = st.lr_test_seconds or estimate_seconds(run)[0]
+    go, why = lr_test_pays(st.metrics, run.cfg.train.target, st.train_seconds, cost, a.pays)
     go, why = run.dist.broadcast_json([go, why])
     st.train_seconds += time.perf_counter() - t0
     if not go:
         st.lr_test = f"not run at epoch {st.metrics[-1]['epoch']:.3g}: {why}"
     else:
-        found = sweep(run)
+        found = sweep_for_run(run)
         peak = run.dist.broadcast_json(max(found.suggested_lr, a.lr_floor))
         st.train_seconds += found.seconds
         if peak > run.schedule.peak:

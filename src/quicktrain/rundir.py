@@ -52,6 +52,7 @@ class RunState:
     stopped_by: str = ""  # what ended the run: target | budget | max_seconds | schedule | on_eval
     check_due: bool = False  # stopped where a validation check was due and not yet done: resume does it first
     lr_test: str = ""  # the deferred LR range test's decision (quicktrain.adapt), once made: "ran ..." | "not run ..."
+    lr_test_seconds: float = 0.0  # adapt.lr_find=auto: the test's estimated cost, measured once before training
 
 
 @dataclass
