@@ -119,9 +119,11 @@ def fit_knee(rows: list[dict[str, Any]]) -> dict[str, float]:
     return {"s_min": s_min, "e_min": e_min, "b_crit": e_min / s_min if s_min > 0 else math.inf}
 
 
-def knee(data: str, seeds: int, batches: list[int], factors: list[float]) -> dict[str, Any]:
+def knee(data: str, seeds: int, batches: list[int], factors: list[float], rows_only: bool = False) -> dict[str, Any]:
     lr_ref = SETUPS[data][2]
     rows = [sweep(data, b, [lr_ref * math.sqrt(b / 128) * f for f in factors], seeds) for b in batches]
+    if rows_only:  # more LRs for some rows of an earlier run (its grid's edge), no fit and no noise scale
+        return {"data": data, "target": SETUPS[data][1], "rows": rows}
     fit = fit_knee(rows)
     ref = next(r for r in rows if r["batch"] == 128)
     noise = [steps_to_target(config(data, 128, ref["best_lr"], s, **{"noise.every": 2})) for s in range(seeds)]
@@ -232,13 +234,14 @@ def main() -> None:
     ap.add_argument("--decay", type=float, default=0.9, help="ramp: the noise estimates' moving-average decay")
     ap.add_argument("--tag", default="", help="appended to the output file's name")
     ap.add_argument("--batches", type=int, nargs="+", default=list(BATCHES), help="knee: the batch sizes")
+    ap.add_argument("--rows-only", action="store_true", help="knee: only the rows (no fit, no noise scale)")
     ap.add_argument("--lr-factors", type=float, nargs="+", default=[0.5, 1.0, 2.0],
                     help="knee: LRs tried at each batch, as multiples of lr_ref * sqrt(B / 128)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     if args.part == "knee":
-        out = knee(args.data, args.seeds, args.batches, args.lr_factors)
+        out = knee(args.data, args.seeds, args.batches, args.lr_factors, args.rows_only)
     elif args.part == "ramp":
         out = ramp(args.data, args.seeds, args.batch if args.batch != 512 else 0, args.start, args.every, args.decay)
     else:
