@@ -18,7 +18,7 @@ from torch import Tensor
 from quicktrain import measure
 from quicktrain.autotune import Choices
 from quicktrain.checkpoint import read_checkpoint
-from quicktrain.dist import SINGLE, Dist
+from quicktrain.dist import SINGLE, Dist, ended_together
 from quicktrain.errors import Preempted
 from quicktrain.rundir import Resumed, RunDir, RunState
 from quicktrain.signals import StopFlag
@@ -116,6 +116,7 @@ class Checkpointer(NullCheckpointer):
     def preempt(self, st: RunState, clock: float) -> NoReturn:
         self.save(st, clock)
         self.dist.barrier()  # the other ranks exit only once the checkpoint is whole
+        ended_together()
         raise Preempted(f"{self.stop.name or 'a stop signal on another rank'}: checkpointed at step {st.step} in "
                         f"{self.rundir.path}")
 
@@ -143,5 +144,6 @@ class Follower(NullCheckpointer):
 
     def preempt(self, st: RunState, clock: float) -> NoReturn:
         self.dist.barrier()
+        ended_together()
         raise Preempted(f"{self.stop.name or 'a stop signal on another rank'}: stopped at step {st.step}; rank 0 "
                         f"checkpointed")

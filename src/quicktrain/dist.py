@@ -27,6 +27,7 @@ Off: run without torchrun. One process per rank: `torchrun` sets OMP_NUM_THREADS
 from __future__ import annotations
 
 import atexit
+import gc
 import datetime
 import json
 import os
@@ -183,8 +184,22 @@ def _init(system: SystemConfig) -> None:
     atexit.register(_close)
 
 
+_ENDED_TOGETHER = [False]
+
+
+def ended_together() -> None:
+    """Say that every rank has reached the same end (the run finished, or a stop every rank agreed on): at exit the
+    ranks then meet once more before the process group is destroyed. Without that meeting, a rank that tore down
+    gloo while its peer was still closing its connections died with SIGABRT ("terminate called without an active
+    exception") after a successful run: seen in 1 of 2 to 1 of 8 two-rank runs on this CPU, none in 24 with it."""
+    _ENDED_TOGETHER[0] = True
+
+
 def _close() -> None:
     if dist.is_initialized():
+        if _ENDED_TOGETHER[0]:  # a rank that failed alone must not wait here for peers that may never come
+            gc.collect()  # DistributedDataParallel objects left in cycles go before their process group
+            dist.barrier()
         dist.destroy_process_group()
 
 

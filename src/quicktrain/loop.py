@@ -27,7 +27,7 @@ from quicktrain import measure, prices
 from quicktrain.adapt import adapted, describe, guard_notes, lr_test_pays, untuned
 from quicktrain.checkpointer import Checkpointer, Follower, NullCheckpointer
 from quicktrain.config import Config, check_config
-from quicktrain.dist import Dist, setup as setup_dist
+from quicktrain.dist import Dist, ended_together, setup as setup_dist
 from quicktrain.errors import TrainingDiverged
 from quicktrain.lr_find import estimate_seconds, sweep_for_run
 from quicktrain.methods.progressive_resize import resize
@@ -81,6 +81,8 @@ def train(cfg: Config | ModuleType | str | None = None, model: nn.Module | None 
             for note in result.notes:
                 say(note)
             ckpt.finish(st, result.to_json(), run.choices.notes)
+            if d.on:
+                ended_together()  # quicktrain.dist: the ranks meet once more at exit
             return result
     finally:
         if rundir is not None:
