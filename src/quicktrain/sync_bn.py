@@ -53,11 +53,11 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         return out
 
     @torch.no_grad()
-    def _update_running(self, mean: Tensor, var: Tensor, count: float) -> None:
+    def _update_running(self, mean: Tensor, var: Tensor, count: Tensor) -> None:
         assert self.num_batches_tracked is not None and self.running_mean is not None
         self.num_batches_tracked.add_(1)
         m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        unbiased = var * (count / max(count - 1.0, 1.0))
+        unbiased = var * (count / (count - 1.0).clamp_min(1.0)).to(var.dtype)  # a tensor: no host sync on CUDA
         self.running_mean.mul_(1 - m).add_(mean.to(self.running_mean.dtype), alpha=m)
         self.running_var.mul_(1 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
 
@@ -78,7 +78,7 @@ class _SyncBN(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None,
-                eps: float) -> tuple[Tensor, Tensor, Tensor, float]:
+                eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         c = x.shape[1]
         dims = [0, *range(2, x.dim())]
         var, mean = torch.var_mean(x if x.dtype in (torch.float32, torch.float64) else x.float(), dims,
@@ -87,15 +87,15 @@ class _SyncBN(torch.autograd.Function):
         m64 = mean.double()
         stats = torch.cat([m64 * n, (var.double() + m64 * m64) * n, m64.new_full((1,), float(n))])
         dist.all_reduce(stats)
-        count = float(stats[-1])
+        count = stats[-1:]  # kept on the device: a float() here would sync the host once per layer on CUDA
         gmean = stats[:c] / count
         gvar = (stats[c:2 * c] / count - gmean * gmean).clamp_min(0.0)
         mean32, var32 = gmean.float(), gvar.float()
         w = weight if weight is not None else torch.ones(c, dtype=torch.float32, device=x.device)
         out = torch.batch_norm(x, w, bias, mean32, var32, False, 0.0, eps, False)
         ctx.save_for_backward(x, w, mean32, var32)
-        ctx.eps, ctx.count, ctx.affine = eps, count, weight is not None
-        ctx.mark_non_differentiable(mean32, var32)
+        ctx.eps, ctx.count, ctx.affine = eps, count.float(), weight is not None
+        ctx.mark_non_differentiable(mean32, var32, count)
         return out, mean32, var32, count
 
     @staticmethod
