@@ -386,3 +386,31 @@ def test_ranks_meet_at_exit_only_after_ending_together(monkeypatch: pytest.Monke
     qdist.ended_together()
     qdist._close()
     assert calls == ["barrier", "destroy"]
+
+
+def test_with_per_rank_batch_norm_the_checks_score_the_model_rank_0_saves(tmp_path: Path) -> None:
+    """system.sync_bn=auto keeps each rank's BN statistics at 64 examples a rank; the sharded evaluation must still
+    score one model, rank 0's (the one checkpointed and returned): its final check equals that checkpoint scored in
+    this process on the whole validation split."""
+    from quicktrain.checkpoint import read_checkpoint
+    from quicktrain.config import Config, from_dict
+    from quicktrain.data import load_data
+    from quicktrain.models import build_model
+    from quicktrain.precision import Precision
+    from quicktrain.tasks import evaluate
+
+    run_dir = tmp_path / "two"
+    res = _run(_torchrun("run", "mnist1d", *SMALL, "--train.epochs=1", "--train.batch_size=128",
+                         "--train.eval_every=1", "--train.eval_from=0", "--train.stop_on_target=false",
+                         "--adapt.mode=off", "--methods.tta=false", "--run-dir", str(run_dir)), tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "batch norm under data parallel: per rank" in res.stdout + res.stderr
+    cfg = from_dict(json.loads((run_dir / "config.json").read_text()), Config)
+    splits = load_data(cfg.data)
+    model = build_model(cfg.model, splits.input_shape, splits.num_classes)
+    tensors, _ = read_checkpoint(sorted((run_dir / "checkpoints").iterdir())[-1])
+    model.load_state_dict({k[len("/model/"):]: v for k, v in tensors.items() if k.startswith("/model/")})
+    scored = evaluate(model, splits.val.x, splits.val.y, Precision("fp32", torch.device("cpu")))
+    last = _metrics(run_dir)[-1]
+    assert scored["acc"] == last["val_acc"]
+    assert scored["loss"] == pytest.approx(last["val_loss"], rel=1e-6)

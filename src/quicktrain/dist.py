@@ -27,8 +27,8 @@ Off: run without torchrun. One process per rank: `torchrun` sets OMP_NUM_THREADS
 from __future__ import annotations
 
 import atexit
-import gc
 import datetime
+import gc
 import json
 import os
 from dataclasses import dataclass, field
@@ -83,6 +83,23 @@ class Dist:
         t = values.detach().to(self.device, torch.float64)
         dist.all_reduce(t)
         return t.to(values.device)
+
+    def share_buffers(self, model: torch.nn.Module) -> None:
+        """Rank 0's buffers (per-rank batch-norm statistics) copied into every rank's `model`, one broadcast per
+        dtype: the sharded evaluation then scores exactly the model rank 0 checkpoints and returns. Training is
+        unchanged: DDP broadcasts them again at the next forward."""
+        if not self.on:
+            return
+        groups: dict[torch.dtype, list[Tensor]] = {}
+        for b in model.buffers():
+            groups.setdefault(b.dtype, []).append(b)
+        for bufs in groups.values():
+            flat = torch.cat([b.detach().reshape(-1) for b in bufs]).to(self.device)
+            dist.broadcast(flat, 0)
+            i = 0
+            for b in bufs:
+                b.data.copy_(flat[i:i + b.numel()].view_as(b))
+                i += b.numel()
 
     def broadcast_json(self, value: Any) -> Any:
         """Rank 0's `value` (JSON-able) on every rank. Sent as UTF-8 bytes, never pickled."""

@@ -235,6 +235,7 @@ def _deferred_lr_test(run: Run, st: RunState, say: Callable[[str], None]) -> Non
 def _check(run: Run, st: RunState, ckpt: NullCheckpointer, t_seg: float) -> dict[str, Any]:
     """A validation check (on the train clock, which it stops) and the test split's figures (off it, for the record).
     A signal during the check saves the state as it was before it and stops."""
+    run.dist.share_buffers(run.eval_model)  # per-rank BN statistics: every shard is scored with rank 0's
     try:  # under data parallel a check is not cut short: one rank's signal is acted on at the step boundary
         val = run.task.evaluate(run.eval_model, *run.val, run.precision, stop=None if run.dist.on else ckpt.stop,
                                 dist=run.dist)
