@@ -250,10 +250,12 @@ def _data_parallel(model: nn.Module, device: torch.device, d: Dist, sync_bn: boo
 
     if sync_bn:
         convert_sync_bn(model)
-    # synced BN statistics are equal on every rank; other buffers (per-rank BN statistics included) are broadcast
-    # from rank 0 each forward, as DDP does
-    others = any(next(m.buffers(recurse=False), None) is not None and not isinstance(m, SyncBatchNorm)
-                 for m in model.modules())
+    # Buffers are broadcast from rank 0 at each forward (DDP's default) only where one outside batch norm exists
+    # (a training forward may read it: spectral norm's power-iteration vector, say). Batch-norm statistics are read
+    # only by evaluation, and each check copies rank 0's first (Dist.share_buffers), so per-rank ones need no
+    # per-step broadcast, one ~1 ms gloo collective a step; synced ones are equal on every rank anyway.
+    others = any(next(m.buffers(recurse=False), None) is not None
+                 and not isinstance(m, (SyncBatchNorm, nn.modules.batchnorm._BatchNorm)) for m in model.modules())
     # torch 2.13 renames broadcast_buffers (the weights and buffers are still synced once, at construction)
     sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters \
         else "broadcast_buffers"
