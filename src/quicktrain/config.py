@@ -272,7 +272,7 @@ class SystemConfig:
     # batch norm under data parallel: on = statistics over the global batch (the curve of one process), off = each
     # rank's own (DDP's default); auto = on only when a rank's forward holds < 32 examples (Goyal et al. 2017 kept
     # per-worker statistics at 32; synced ones cost an all-reduce per BN layer each way, ~1 ms on gloo: measured
-    # 2-rank throughput 1.9x lower on resnet2d, 2.5x on MNIST-1D, docs/BENCHMARKS.md)
+    # 2-rank throughput 1.8x lower on resnet2d, 2.5x on MNIST-1D, docs/BENCHMARKS.md)
     sync_bn: Literal["auto", "on", "off"] = "auto"
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
