@@ -2,6 +2,7 @@
 
     python benchmarks/ddp_cpu.py curves [--seeds 3]
     python benchmarks/ddp_cpu.py throughput [--seeds 3]
+    python benchmarks/ddp_cpu.py latency [--seeds 3]
 
 curves: the validation curve of `quicktrain run` under `torchrun --standalone --nproc-per-node 2` and in one process,
 at the same global batch, checks every quarter epoch: mnist1d (batch norm synced, augmentation, TTA; the recipe's
@@ -14,6 +15,10 @@ throughput: the same runs' training throughput (examples per second of train clo
 1 process x 1 thread, 1 process x 2 threads and 2 ranks x 1 thread (batch norm per rank, system.sync_bn=auto's
 choice at these batches, and synced), seeds interleaved: mnist1d (fastnet1d, batch
 192), mnist5k (resnet2d, batch 128) and stdlib_lm (GPT, batch 16 x 256 tokens).
+latency: what one collective costs here, and what synced batch norm costs a step: 2 processes (gloo, 1 thread
+each, spawned) time an all-reduce of 129 float64 (one BN layer's statistics at 64 channels; 500 calls after 20
+untimed) and a training step of resnet2d (mnist5k's net, global batch 128, SGD) with per-rank and with synced batch
+norm (10 steps after 3 untimed); each repeated --seeds times.
 Writes docs/results/ddp_cpu_<part>.json.
 """
 
@@ -104,13 +109,64 @@ def throughput(seeds: int, tmp: Path) -> dict[str, Any]:
     return out
 
 
+def _latency_worker(rank: int, store: str, repeats: int, out: str) -> None:
+    import time
+
+    import torch
+    import torch.distributed as dist
+
+    from quicktrain.config import ModelConfig
+    from quicktrain.models import build_model
+    from quicktrain.sync_bn import convert_sync_bn
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    res: dict[str, list[float]] = {"allreduce_129_f64_ms": [], "step_per_rank_bn_ms": [], "step_synced_bn_ms": []}
+    for _ in range(repeats):
+        t = torch.zeros(129, dtype=torch.float64)
+        for _ in range(20):
+            dist.all_reduce(t)
+        t0 = time.perf_counter()
+        for _ in range(500):
+            dist.all_reduce(t)
+        res["allreduce_129_f64_ms"].append((time.perf_counter() - t0) / 500 * 1e3)
+        for key, synced in (("step_per_rank_bn_ms", False), ("step_synced_bn_ms", True)):
+            torch.manual_seed(0)
+            model = build_model(ModelConfig(name="resnet2d", channels=(16, 32, 64)), (1, 28, 28), 10)
+            if synced:
+                convert_sync_bn(model)
+            net = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
+            opt = torch.optim.SGD(net.parameters(), lr=0.01)
+            x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
+            for i in range(13):
+                if i == 3:
+                    t0 = time.perf_counter()
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(net(x), y).backward()
+                opt.step()
+            res[key].append((time.perf_counter() - t0) / 10 * 1e3)
+    if rank == 0:
+        Path(out).write_text(json.dumps(res))
+    dist.destroy_process_group()
+
+
+def latency(repeats: int, tmp: Path) -> dict[str, Any]:
+    import torch.multiprocessing as mp
+
+    out = tmp / "latency.json"
+    mp.start_processes(_latency_worker, args=(str(tmp / "store"), repeats, str(out)), nprocs=2, start_method="spawn")
+    runs = json.loads(out.read_text())
+    return {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": v} for k, v in runs.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("part", choices=("curves", "throughput"))
+    ap.add_argument("part", choices=("curves", "throughput", "latency"))
     ap.add_argument("--seeds", type=int, default=3)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        data = curves(args.seeds, Path(tmp)) if args.part == "curves" else throughput(args.seeds, Path(tmp))
+        part = {"curves": curves, "throughput": throughput, "latency": latency}[args.part]
+        data = part(args.seeds, Path(tmp))
     import torch
 
     result = {"part": args.part, "seeds": args.seeds, "cpu": platform.processor(), "torch": torch.__version__,
@@ -118,7 +174,7 @@ def main() -> None:
               "results": data}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"ddp_cpu_{args.part}.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(data if args.part == "throughput" else {k: v for k, v in data.items()}, indent=1))
+    print(json.dumps(data, indent=1))
 
 
 if __name__ == "__main__":

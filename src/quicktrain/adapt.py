@@ -9,8 +9,9 @@ not, it chooses by measurement what the constants used to fix:
   auto` tries to avoid that: the test runs first only when it costs at most `adapt.first_epochs` epochs of the run's
   own steps (both estimated from a few probe steps), else the run trains as plain Adam does and runs the test at
   its second check only if the time the checks' trend projects to the target exceeds `adapt.pays` (4) times its
-  cost (`lr_test_pays`), then warms up to its LR. Measured on the generality set it cut mlp/digits from 1.97x to
-  1.37x plain but delayed the LR on 7 of 10 models (gru/digits 0.45x -> 0.95x), so `first` stays the default;
+  cost (`lr_test_pays`), then warms up to its LR. On the generality set (third run, docs/BENCHMARKS.md) it kept
+  mlp/digits at 1.22x plain (first: 2.00x) but was faster than plain on only 5 of 10 models (first: 9 of 10;
+  gru/digits 1.08x against 0.37x), so `first` stays the default;
 - the budget: until the target, or `adapt.max_epochs` (plain's budget), or `train.max_seconds`, checking the
   validation split every `adapt.eval_every` epochs;
 - the schedule: warmup-stable-decay with the decay started when validation stops improving (quicktrain.wsd), which

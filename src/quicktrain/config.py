@@ -271,7 +271,7 @@ class SystemConfig:
     dist_timeout: float = 300.0  # seconds a rank waits for its peers in a collective before the run fails
     # batch norm under data parallel: on = statistics over the global batch (the curve of one process), off = each
     # rank's own (DDP's default); auto = on only when a rank's forward holds < 32 examples (Goyal et al. 2017 kept
-    # per-worker statistics at 32; synced ones cost an all-reduce per BN layer each way, ~1 ms on gloo: measured
+    # per-worker statistics at 32; synced ones cost an all-reduce per BN layer each way, 0.5-1.6 ms on gloo: measured
     # 2-rank throughput 1.8x lower on resnet2d, 2.5x on MNIST-1D, docs/BENCHMARKS.md)
     sync_bn: Literal["auto", "on", "off"] = "auto"
 
@@ -297,7 +297,7 @@ class AdaptConfig:
     # when the peak LR is measured (quicktrain.adapt): first = the LR range test before training; auto = before
     # training when it costs at most `first_epochs` epochs of training, else train at lr_floor and run it at the
     # second check only if the time projected to the target exceeds `pays` times its cost (measured slower than
-    # first on 7 of 10 models, docs/BENCHMARKS.md); off = never (lr_floor throughout)
+    # first on 6 of 10 models, docs/BENCHMARKS.md, third generality run); off = never (lr_floor throughout)
     lr_find: Literal["first", "auto", "off"] = "first"
     first_epochs: float = 2.0  # auto: a test this cheap runs before training
     pays: float = 4.0  # auto: so a deferred test a run did not need adds at most 1/pays (25%) to it

@@ -71,10 +71,10 @@ class _SyncBN(torch.autograd.Function):
     dx = w * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)) takes two fused passes. Rank r's loss depends on
     every rank's statistics, so each rank's input gradient is that of the sum of all ranks' losses, the same sum
     DDP divides by the world size for the parameters. Native kernels instead of plain ops (x * x, (x - mean) *
-    scale, ..., each a pass over the activations and each saved for autograd) save memory and a little time:
-    2-rank resnet2d steps took 140-144 ms against 146-150 ms (batch 128, 1 thread per rank, this project's
-    2-vCPU Xeon); per-rank batch norm took 78-96 ms, because each of the 9 layers' two all-reduces costs about 1 ms
-    on gloo (hence system.sync_bn)."""
+    scale, ..., each a pass over the activations and each saved for autograd) keep no intermediates for autograd.
+    The cost that remains is the collectives: a 2-rank resnet2d step takes 116 ms synced against 58 ms per rank
+    (`python benchmarks/ddp_cpu.py latency`, 2-vCPU Xeon, gloo: one small all-reduce 0.5-1.6 ms, 18 a step here;
+    hence system.sync_bn)."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None,
