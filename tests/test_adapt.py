@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from support import SMALL_MNIST1D
-from test_resume import _stop_after, assert_identical
+from test_resume import _stop_after, assert_identical, final_state
 from torch import nn
 
 from quicktrain.adapt import adapted, epochs_to_target, guard_notes, lr_test_pays, untuned
@@ -58,18 +58,18 @@ def test_the_adapted_config_measures_instead_of_fixing() -> None:
     a = adapted(load_recipe("mnist1d"))
     assert a.schedule.kind == "wsd" and a.train.epochs == 100 and a.train.eval_from == 0
     assert a.data.augment == "none" and not a.methods.tta
-    assert a.optim.lr_find  # first (the default): the LR range test before training
-    deferred = adapted(apply_overrides(load_recipe("mnist1d"), {"adapt.lr_find": "auto"}))
-    assert not deferred.optim.lr_find and deferred.optim.lr == 1e-3  # plain Adam's LR unless and until it runs
+    assert not a.optim.lr_find and a.optim.lr == 1e-3  # auto (the default): plain Adam's LR until the test runs
+    first = adapted(apply_overrides(load_recipe("mnist1d"), {"adapt.lr_find": "first"}))
+    assert first.optim.lr_find  # the LR range test before training
     with pytest.raises(ConfigError, match="adapt.lr_floor"):
         apply_overrides(load_recipe("mnist1d"), {"adapt.lr_floor": 0.0, "adapt.lr_find": "auto"})
 
 
 def test_the_deferred_lr_test_runs_only_where_the_projection_says_it_pays() -> None:
-    rising = [{"epoch": 1.0, "val_acc": 0.80}, {"epoch": 2.0, "val_acc": 0.88}]  # trend: 0.95 near epoch 3.8
-    go, why = lr_test_pays(rising, 0.95, seconds=2.0, test_seconds=1.0, pays=4.0)  # ~1.8 s left < 4 s
+    rising = [{"epoch": 1.0, "val_acc": 0.80}, {"epoch": 2.0, "val_acc": 0.88}]  # error 0.2 -> 0.12: 0.05 at ~6.6
+    go, why = lr_test_pays(rising, 0.95, seconds=1.0, test_seconds=1.0, pays=4.0)  # ~2.3 s left < 4 s
     assert not go and "projected to the target" in why
-    assert lr_test_pays(rising, 0.95, seconds=20.0, test_seconds=1.0, pays=4.0)[0]  # ~18 s left > 4 s
+    assert lr_test_pays(rising, 0.95, seconds=20.0, test_seconds=1.0, pays=4.0)[0]  # ~46 s left > 4 s
     flat = [{"epoch": 1.0, "val_acc": 0.80}, {"epoch": 2.0, "val_acc": 0.79}]
     assert lr_test_pays(flat, 0.95, seconds=0.1, test_seconds=1.0, pays=4.0) == (
         True, "no trend toward the target after 2 epochs")
@@ -163,6 +163,9 @@ def test_the_guard_names_the_tuned_budget_and_the_trend() -> None:
     assert epochs_to_target([{"epoch": 1.0, "val_acc": 0.9}], 0.95) is None
     nearly_flat = [{"epoch": 1.0, "val_acc": 0.5}, {"epoch": 2.0, "val_acc": 0.5 + 1e-12}]
     assert epochs_to_target(nearly_flat, 0.99) is None  # far away, not an OverflowError
+    assert epochs_to_target(metrics, 1.0) is None  # no error left to reach: never
+    losses = [{"epoch": 1.0, "val_loss": 2.0}, {"epoch": 4.0, "val_loss": 1.0}]  # loss ~ 2 / sqrt(epoch)
+    assert epochs_to_target(losses, 0.5, key="val_loss", higher_is_better=False) == pytest.approx(16.0)
 
 
 def test_a_tuned_recipe_short_of_its_target_says_so(tiny_cfg: Config) -> None:
@@ -182,39 +185,84 @@ def test_a_run_that_reaches_its_target_early_never_pays_for_the_lr_test() -> Non
     assert not any(a.startswith("LR range test") for a in result.adapted)
 
 
-def test_a_cheap_lr_test_runs_before_training() -> None:
-    cfg = apply_overrides(load_recipe("mnist1d"), {"data.name": "custom", "train.target": 0.6,
-                                                   "adapt.lr_find": "auto", "adapt.first_epochs": 1e9})
+def test_a_cheap_lr_test_runs_at_the_first_check_after_an_epoch_at_plain_adams_lr() -> None:
+    cfg = apply_overrides(load_recipe("mnist1d"), {"data.name": "custom", "train.target": 0.999,
+                                                   "adapt.max_epochs": 3.0, "adapt.lr_find": "auto",
+                                                   "adapt.first_epochs": 1e9})
     torch.manual_seed(0)
     result = train(cfg, model=_mlp(), data=_blobs(), progress=False)
     test = [a for a in result.adapted if a.startswith("LR range test")]
-    assert len(test) == 1 and test[0].startswith("LR range test ran before training (it costs ")
+    assert len(test) == 1 and test[0].startswith("LR range test ran at epoch 1") and "(it costs " in test[0]
+    assert result.metrics[0]["lr"] == cfg.adapt.lr_floor  # the first epoch trained as plain Adam does
+    assert result.peak_lr >= cfg.adapt.lr_floor
 
 
-def test_a_deferred_lr_test_that_pays_runs_at_the_second_check_and_is_recorded(tmp_path: Path) -> None:
+def test_lr_find_first_runs_the_test_before_training() -> None:
+    cfg = apply_overrides(load_recipe("mnist1d"), {"data.name": "custom", "train.target": 0.9,
+                                                   "adapt.lr_find": "first"})
+    logs: list[str] = []
+    torch.manual_seed(0)
+    result = train(cfg, model=_mlp(), data=_blobs(), progress=False, log=logs.append)
+    found = [m for m in logs if m.startswith("lr-find: suggested peak LR")]
+    assert len(found) == 1 and result.peak_lr >= cfg.adapt.lr_floor and result.reached_target
+    assert not any(m.startswith("lr-find: deferred") for m in logs)
+
+
+def test_a_deferred_sweep_starts_from_the_weights_before_training(tiny_cfg: Config) -> None:
+    from quicktrain.lr_find import StartWeights, sweep_for_run
+    from quicktrain.run import build_run
+
+    torch.manual_seed(0)
+    run = build_run(tiny_cfg)
+    before = sweep_for_run(run)
+    kept = StartWeights()
+    kept.capture(run.model)
+    with torch.no_grad():  # as if the run had trained since
+        for p in run.model.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    assert sweep_for_run(run).losses != before.losses
+    again = sweep_for_run(run, start=kept.weights)
+    assert again.losses == before.losses and again.suggested_lr == before.suggested_lr
+
+
+def test_a_deferred_lr_test_that_pays_runs_at_the_deciding_check_and_is_recorded(tmp_path: Path) -> None:
     cfg = apply_overrides(load_recipe("mnist1d"), {"data.name": "custom", "train.target": 0.999,
-                                                   "adapt.max_epochs": 4.0, "adapt.pays": 1e-9,
+                                                   "adapt.max_epochs": 5.0, "adapt.pays": 1e-9,
                                                    "adapt.lr_find": "auto", "adapt.first_epochs": 0.0})
     torch.manual_seed(0)
     logs: list[str] = []
     result = train(cfg, model=_mlp(), data=_blobs(), run_dir=tmp_path / "r", progress=False, log=logs.append)
     test = [a for a in result.adapted if a.startswith("LR range test")]
-    assert len(test) == 1 and test[0].startswith("LR range test ran at epoch 2")
+    assert len(test) == 1 and test[0].startswith("LR range test ran at epoch 3")  # check 3 (adapt.decide_check)
     assert result.peak_lr >= cfg.adapt.lr_floor and any(m.startswith("lr-find (deferred): ran") for m in logs)
-    assert "LR range test ran at epoch 2" in (tmp_path / "r" / "report.md").read_text()
+    assert any(m.startswith("lr-find: deferred again") and "decided at check 3" in m for m in logs)
+    assert "LR range test ran at epoch 3" in (tmp_path / "r" / "report.md").read_text()
 
 
-def test_an_adaptive_run_resumes_bitwise(tiny_cfg: Config, tmp_path: Path) -> None:
-    # first_epochs 0, pays tiny: the LR test runs at the second check whatever the clock says, so both runs take
-    # the same path; the cut comes after it (check 3), so the resumed run continues with its LR and warmup
+@pytest.mark.parametrize("cut", [1, 4])
+def test_an_adaptive_run_resumes_bitwise(tiny_cfg: Config, tmp_path: Path, cut: int,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # first_epochs 0, pays tiny: the LR test runs at check 3 whatever the clock says, so both runs take the same
+    # path. Cut at check 1: the resumed run sweeps from the weights before training, kept in the checkpoint; cut at
+    # check 4: it continues with the test's LR and warmup
     cfg = apply_overrides(replace(tiny_cfg, tuned_for="mnist1d", data=SMALL_MNIST1D),
                           {"adapt.max_epochs": 3.0, "adapt.eval_every": 0.5, "train.target": 0.99,
                            "checkpoint.every_steps": 5, "checkpoint.every_seconds": 0.0, "adapt.pays": 1e-9,
                            "adapt.lr_find": "auto", "adapt.first_epochs": 0.0})
     assert untuned(cfg)  # tiny1d on a small draw: not what mnist1d was tuned on
+    import quicktrain.loop
+
+    swept_from: list[float] = []  # what each deferred sweep started from (a checksum of the weights it was given)
+    real = quicktrain.loop.sweep_for_run
+    monkeypatch.setattr(quicktrain.loop, "sweep_for_run", lambda run, start=None: swept_from.append(
+        sum(float(v.double().sum()) for v in start.values()) if start else float("nan")) or real(run, start))
     train(cfg, run_dir=tmp_path / "straight", progress=False)
     with pytest.raises(Preempted):
-        train(cfg, run_dir=tmp_path / "cut", progress=False, on_eval=_stop_after(3))
+        train(cfg, run_dir=tmp_path / "cut", progress=False, on_eval=_stop_after(cut))
+    kept = {k: v for k, v in final_state(tmp_path / "cut").items() if k.startswith("/start_weights/")}
+    initial = {k: v for k, v in final_state(tmp_path / "straight").items() if k.startswith("/model/")}
+    assert len(kept) == (len(initial) if cut == 1 else 0)  # kept until the test is decided (check 3), then dropped
     result = train(cfg, run_dir=tmp_path / "cut", progress=False)
     assert result.restarts == 1 and result.adapted
     assert_identical(tmp_path / "straight", tmp_path / "cut")
+    assert len(swept_from) == 2 and swept_from[0] == swept_from[1]  # both from the same (restored) weights

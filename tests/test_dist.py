@@ -99,7 +99,7 @@ def test_the_multi_node_form_two_agents_of_one_rank_each(tmp_path: Path) -> None
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    args = ["run", "mnist1d", *SMALL, "--adapt.mode=on", "--adapt.max_epochs=3", "--adapt.pays=1e-9",
+    args = ["run", "mnist1d", *SMALL, "--adapt.mode=on", "--adapt.max_epochs=4", "--adapt.pays=1e-9",
             "--adapt.lr_find=auto", "--adapt.first_epochs=0", "--train.target=0.99"]
     agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
                                 "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=qt-test",
@@ -112,7 +112,7 @@ def test_the_multi_node_form_two_agents_of_one_rank_each(tmp_path: Path) -> None
     assert len(printed) == 1  # the agent that holds rank 0 prints; the other is silent
     result = printed[0]
     assert result["world_size"] == 2 and result["nodes"] == 2
-    assert any(a.startswith("LR range test ran at epoch 2") for a in result["adapted"])
+    assert any(a.startswith("LR range test ran at epoch 3") for a in result["adapted"])
     from quicktrain import prices
 
     price = prices.lookup(result["instance"], prices.load_prices(None))

@@ -3,15 +3,15 @@ one dataset, and on another they can lose to plain PyTorch defaults (a GRU on MN
 Adam reached 94.8%; issue #13). So a run checks whether its recipe was tuned for what it is given, and where it was
 not, it chooses by measurement what the constants used to fix:
 
-- the peak LR from the LR range test on the run's own model and data, before training (quicktrain.lr_find; its
-  time is on the train clock), never below `adapt.lr_floor` (plain Adam's 1e-3). On a problem plain Adam solves
-  in a few dozen steps the test costs more than the whole of plain's training (mlp/digits: 2x). `adapt.lr_find=
-  auto` tries to avoid that: the test runs first only when it costs at most `adapt.first_epochs` epochs of the run's
-  own steps (both estimated from a few probe steps), else the run trains as plain Adam does and runs the test at
-  its second check only if the time the checks' trend projects to the target exceeds `adapt.pays` (4) times its
-  cost (`lr_test_pays`), then warms up to its LR. On the generality set (third run, docs/BENCHMARKS.md) it kept
-  mlp/digits at 1.22x plain (first: 2.00x) but was faster than plain on only 5 of 10 models (first: 9 of 10;
-  gru/digits 1.08x against 0.37x), so `first` stays the default;
+- the peak LR from the LR range test on the run's own model and data (quicktrain.lr_find; its time is on the
+  train clock), never below `adapt.lr_floor` (plain Adam's 1e-3), run where it pays (`adapt.lr_find=auto`, the
+  default): the run trains as plain Adam does (the floor LR, no warmup) until its first check, where the test runs
+  if it costs at most `adapt.first_epochs` (2) epochs of the run's own, timed steps; else at the second check if
+  the time the checks' trend projects to the target exceeds `adapt.pays` (1) times its cost (`lr_test_pays`). The
+  test sweeps from the weights before training (`lr_find.StartWeights`), and the run warms up to its LR from where
+  it is. Why not the test first (`adapt.lr_find=first`, the default until 2026-12-06): on a problem plain Adam
+  solves in a few dozen steps the test costs more than all of plain's training (mlp/digits 1.86x, mlp_ln/digits
+  1.53x plain), while an epoch at plain Adam's LR is never wasted; docs/BENCHMARKS.md, "Defaults that transfer";
 - the budget: until the target, or `adapt.max_epochs` (plain's budget), or `train.max_seconds`, checking the
   validation split every `adapt.eval_every` epochs;
 - the schedule: warmup-stable-decay with the decay started when validation stops improving (quicktrain.wsd), which
@@ -95,7 +95,9 @@ def lr_test_pays(metrics: list[dict[str, Any]], target: float, seconds: float, t
     times the test's cost. No projection (a flat or wrong-way trend, or the target past 10x the epochs so far)
     counts as far away. Returns (run it, why)."""
     epochs = metrics[-1]["epoch"]
-    est = epochs_to_target(metrics, target) if target > 0 else None
+    if target <= 0:
+        return True, "no target to project to"
+    est = epochs_to_target(metrics, target)
     if est is None:
         return True, f"no trend toward the target after {epochs:.3g} epochs"
     left = max(0.0, (est - epochs) * seconds / max(epochs, 1e-9))
@@ -108,17 +110,27 @@ PLAIN_EPOCHS = 100  # the `plain` recipe's budget: what plain defaults would sti
 
 def epochs_to_target(metrics: list[dict[str, Any]], target: float, key: str = "val_acc",
                      higher_is_better: bool = True) -> float | None:
-    """Where the trend of the last (up to 4) checks reaches `target`: a least-squares line of the metric against
-    log(epoch). None with fewer than 2 checks, a flat or wrong-way trend, or an answer past 10x the epochs so far."""
-    pts = [(math.log(m["epoch"]), m[key]) for m in metrics[-4:] if m.get("epoch", 0) > 0 and m.get(key) is not None]
-    if len(pts) < 2:
+    """Where the trend of the last (up to 4) checks reaches `target`: a power law in the error (1 - accuracy, or
+    the loss itself where lower is better) against epochs, i.e. a least-squares line of log(error) against
+    log(epoch), the form learning curves take (Hestness et al. 2017). None with fewer than 2 checks, a flat or
+    wrong-way trend, or an answer past 10x the epochs so far. Measured against a line of the accuracy itself in
+    log(epoch) (the rule until 2026-12-06), from the first 3 checks of plain's 73 runs on the generality set that had
+    not reached their target yet: it under-estimated the epochs still needed by more than 2x in 9 runs (the line: 32,
+    e.g. lstm/digits 6.6 projected against 20.1), and over-estimated by more than 2x in 36 (the line: 15), mostly
+    recurrent and attention models it calls far away that needed 14-24 more epochs."""
+    def error(v: float) -> float:
+        return 1.0 - v if higher_is_better else v
+
+    pts = [(math.log(m["epoch"]), math.log(error(m[key]))) for m in metrics[-4:]
+           if m.get("epoch", 0) > 0 and m.get(key) is not None and error(m[key]) > 0]
+    if len(pts) < 2 or error(target) <= 0:
         return None
     mx, my = sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts)
     sxx = sum((p[0] - mx) ** 2 for p in pts)
     slope = sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx if sxx > 0 else 0.0
-    if slope == 0 or (slope > 0) != higher_is_better:
+    if slope >= 0:  # the error is not falling
         return None
-    log_epochs = mx + (target - my) / slope  # compared in logs: a near-flat trend would overflow exp()
+    log_epochs = mx + (math.log(error(target)) - my) / slope  # compared in logs: a near-flat trend would overflow
     return math.exp(log_epochs) if log_epochs <= pts[-1][0] + math.log(10) else None
 
 

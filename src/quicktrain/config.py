@@ -294,13 +294,21 @@ class AdaptConfig:
     eval_every: float = 1.0  # epochs between validation checks
     batch_size: int = 128  # examples per step (0 = the recipe's); 256 missed targets on small data (BENCHMARKS.md)
     lr_floor: float = 1e-3  # the range test's suggestion is never used below plain Adam's LR
-    # when the peak LR is measured (quicktrain.adapt): first = the LR range test before training; auto = before
-    # training when it costs at most `first_epochs` epochs of training, else train at lr_floor and run it at the
-    # second check only if the time projected to the target exceeds `pays` times its cost (measured slower than
-    # first on 6 of 10 models, docs/BENCHMARKS.md, third generality run); off = never (lr_floor throughout)
-    lr_find: Literal["first", "auto", "off"] = "first"
-    first_epochs: float = 2.0  # auto: a test this cheap runs before training
-    pays: float = 4.0  # auto: so a deferred test a run did not need adds at most 1/pays (25%) to it
+    # when the peak LR is measured (quicktrain.adapt): auto = train as plain Adam does (lr_floor, no warmup) until
+    # the first check, run the LR range test there (from the weights before training) if it costs at most
+    # `first_epochs` epochs, else at check `decide_check` if the time the checks project to the target exceeds
+    # `pays` times its cost; first = the test before training (up to 2x slower than plain where plain needs a few
+    # dozen steps: mlp/digits, mlp_ln/digits); off = never (lr_floor throughout). BENCHMARKS.md, "Defaults that
+    # transfer"
+    lr_find: Literal["first", "auto", "off"] = "auto"
+    first_epochs: float = 2.0  # auto: a test this cheap runs at the first check
+    # auto: else the check that decides, from the trend of the checks so far. Two points cannot tell an S-shaped
+    # curve from a line: at the second check rescnn/digits projected 2.6+ epochs to the target, ran the test and
+    # fell from 94% to 35% under the new LR, where plain reached the target an epoch later (1.53x plain)
+    decide_check: int = 3
+    # auto: the projection (a line in log-epochs) under-estimates what is left (gru/digits: 0.37 s projected, ~0.9 s
+    # measured), so 1 already asks for ~2x: 4 skipped the test on gru/lstm where it makes the run 2.5x faster
+    pays: float = 1.0
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
         yield "max_epochs", self.max_epochs > 0, "must be > 0"
@@ -309,6 +317,7 @@ class AdaptConfig:
         yield "lr_floor", self.lr_floor >= 0, "must be >= 0"
         yield "pays", self.pays > 0, "must be > 0"
         yield "first_epochs", self.first_epochs >= 0, "must be >= 0"
+        yield "decide_check", self.decide_check >= 2, "must be >= 2 (a trend needs two checks)"
         yield "lr_floor", self.lr_floor > 0 or self.lr_find == "first", \
             "must be > 0 unless adapt.lr_find=first: a deferred or skipped LR test trains at it"
 

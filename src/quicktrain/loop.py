@@ -115,7 +115,7 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
     # FLOP count is replayed from the schedule). docs/BENCHMARKS.md, "Loop overhead".
     defer = run.adapted and run.cfg.adapt.lr_find == "auto"  # the LR range test, if and when it pays
     if defer and ckpt.resumed is None:
-        _lr_test_first_if_cheap(run, st, say)
+        _defer_lr_test(run, st, say)
     if st.peak_lr:
         run.schedule.peak = st.peak_lr
     at, lr = run.schedule.at, -1.0
@@ -175,7 +175,7 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
             if done or stop or (reached and tc.stop_on_target) or run.schedule.exhausted:
                 st.stopped_by = _why(st, run, reached, stop, clock)
                 break
-            if defer and not st.lr_test and len(st.metrics) >= 2 and tc.target > 0:
+            if defer and not st.lr_test and len(st.metrics) in (1, run.cfg.adapt.decide_check):
                 _deferred_lr_test(run, st, say)
             st.next_eval += interval
             run.model.train()
@@ -187,48 +187,48 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
     return st
 
 
-def _lr_test_first_if_cheap(run: Run, st: RunState, say: Callable[[str], None]) -> None:
-    """adapt.lr_find=auto, before training: the LR range test runs now if it costs at most adapt.first_epochs epochs
-    of the run's own steps (quicktrain.adapt); else the run starts at the floor LR and decides at its second check.
-    A timing choice, like `auto`, recorded in the run state; rank 0's under data parallel; on the train clock."""
-    a, t0 = run.cfg.adapt, time.perf_counter()
-    test_s, epoch_s = estimate_seconds(run)
-    st.lr_test_seconds = test_s  # for the second check's decision: estimated once (a few steps of a copy)
-    first = run.dist.broadcast_json(test_s <= a.first_epochs * epoch_s)
-    st.train_seconds += time.perf_counter() - t0
-    cost = f"it costs {test_s:.3g} s, {test_s / max(epoch_s, 1e-12):.2g} epochs of training"
-    if not first:  # train as plain Adam does (its LR, no warmup) until the test pays, if ever
-        run.schedule.rewarm_to(run.schedule.peak, 0, warm=False)
-        say(f"lr-find: deferred ({cost} > {a.first_epochs:g}); training at {run.schedule.peak:.3g} until it pays")
-        return
-    found = sweep_for_run(run)
-    st.peak_lr = run.dist.broadcast_json(max(found.suggested_lr, a.lr_floor))
-    st.train_seconds += found.seconds
-    st.lr_test = f"ran before training ({cost}): suggested {found.suggested_lr:.3g}, peak LR {st.peak_lr:.3g}"
-    say(f"lr-find: {st.lr_test}")
+def _defer_lr_test(run: Run, st: RunState, say: Callable[[str], None]) -> None:
+    """adapt.lr_find=auto, before training: keep the weights the LR range test will sweep from, and train as plain
+    Adam does (the floor LR, no warmup) until the first check, where the test runs if it is cheap
+    (`_deferred_lr_test`). An epoch at plain Adam's LR is never wasted, and it times the run's own epoch."""
+    run.start_weights.capture(run.model)
+    run.schedule.rewarm_to(run.schedule.peak, 0, warm=False)
+    say(f"lr-find: deferred; training at {run.schedule.peak:.3g} until the first check")
 
 
 def _deferred_lr_test(run: Run, st: RunState, say: Callable[[str], None]) -> None:
-    """At the second check of an adaptive run that trains at the floor LR: run the LR range test if the time the
-    checks project to the target exceeds adapt.pays times its cost (quicktrain.adapt.lr_test_pays), and warm up to
-    its LR. Decided once and recorded (a timing choice, like `auto`; rank 0's under data parallel); its time, the
-    estimate's included, is on the train clock."""
-    a, t0 = run.cfg.adapt, time.perf_counter()
-    cost = st.lr_test_seconds or estimate_seconds(run)[0]
-    go, why = lr_test_pays(st.metrics, run.cfg.train.target, st.train_seconds, cost, a.pays)
+    """adapt.lr_find=auto (quicktrain.adapt), at the first check: run the LR range test if it costs at most
+    adapt.first_epochs epochs of the run's own (timed) steps; else at check adapt.decide_check, if the time the
+    checks project to the target exceeds adapt.pays times its cost (`lr_test_pays`). The test sweeps from the weights
+    before training; the run warms up to its LR from where it is. Decided once and recorded (a timing choice, like
+    `auto`; rank 0's under data parallel); its time, the estimate's included, is on the train clock."""
+    a, t0, first = run.cfg.adapt, time.perf_counter(), len(st.metrics) == 1
+    if first:
+        st.lr_test_seconds = estimate_seconds(run)  # a few steps of a copy at the sweep's batch
+    epochs = st.metrics[-1]["epoch"]
+    epoch_s = st.train_seconds / max(epochs, 1e-12)
+    cost = f"it costs {st.lr_test_seconds:.3g} s, {st.lr_test_seconds / max(epoch_s, 1e-12):.2g} epochs of training"
+    if first:
+        go, why = st.lr_test_seconds <= a.first_epochs * epoch_s, cost
+    else:
+        go, why = lr_test_pays(st.metrics, run.cfg.train.target, st.train_seconds, st.lr_test_seconds, a.pays)
     go, why = run.dist.broadcast_json([go, why])
     st.train_seconds += time.perf_counter() - t0
+    if first and not go:
+        say(f"lr-find: deferred again ({cost} > {a.first_epochs:g}): decided at check {a.decide_check}")
+        return
     if not go:
-        st.lr_test = f"not run at epoch {st.metrics[-1]['epoch']:.3g}: {why}"
+        st.lr_test = f"not run at epoch {epochs:.3g}: {why}"
     else:
-        found = sweep_for_run(run)
+        found = sweep_for_run(run, start=run.start_weights.weights or None)  # from the weights before training
         peak = run.dist.broadcast_json(max(found.suggested_lr, a.lr_floor))
         st.train_seconds += found.seconds
         if peak > run.schedule.peak:
             run.schedule.rewarm_to(peak, st.samples)
         st.peak_lr = run.schedule.peak
-        st.lr_test = (f"ran at epoch {st.metrics[-1]['epoch']:.3g} ({why}): suggested {found.suggested_lr:.3g}, "
+        st.lr_test = (f"ran at epoch {epochs:.3g} ({why}): suggested {found.suggested_lr:.3g}, "
                       f"peak LR now {st.peak_lr:.3g}")
+    run.start_weights.clear()
     say(f"lr-find (deferred): {st.lr_test}")
 
 

@@ -128,15 +128,16 @@ def find_lr(cfg: Config | ModuleType | str, model: nn.Module | None = None, data
 
 
 def sweep(run: Run, start_lr: float = 1e-6, end_lr: float = 10.0, steps: int = 100,
-          past_min: float = math.inf) -> LRFindResult:
+          past_min: float = math.inf, start: dict[str, torch.Tensor] | None = None) -> LRFindResult:
     """The range test on a built run: a copy of its model, its data already on the device, its precision and
     layout, its augmentation and loss; its own optimizer and data order. The run and every RNG are left as they were.
     `past_min`: also stop once the LR is this many times that of the lowest smoothed loss (minimum/10 cannot move
-    then unless the loss falls below its best again, which a sweep that has risen for that long rarely does)."""
+    then unless the loss falls below its best again, which a sweep that has risen for that long rarely does).
+    `start`: weights (a state dict of the run's model) the copy sweeps from instead of the model's current ones."""
     t0 = time.perf_counter()
     saved_rng = rng_state()
     try:
-        return _sweep(run, start_lr, end_lr, steps, t0, past_min)
+        return _sweep(run, start_lr, end_lr, steps, t0, past_min, start)
     finally:
         set_rng_state(saved_rng)
 
@@ -145,7 +146,7 @@ PAST_MIN = 10.0  # adaptive runs' sweeps stop a decade past their minimum: minim
 PROGRESS = 0.9  # ... once that minimum is 10% below the smoothed loss where the sweep started
 
 
-def sweep_for_run(run: Run) -> LRFindResult:
+def sweep_for_run(run: Run, start: dict[str, torch.Tensor] | None = None) -> LRFindResult:
     """The range test a run uses for its own peak LR (optim.lr_find, quicktrain.adapt): the full sweep from 1e-6,
     stopped a decade past its lowest smoothed loss (`past_min`), where the minimum/10 rule's answer is settled.
     (A minimum within 10% of the starting loss does not count: at tiny LRs the loss is flat and its noise has
@@ -154,7 +155,30 @@ def sweep_for_run(run: Run) -> LRFindResult:
     the 8 whose sweep diverges or ends within a decade of its minimum (benchmarks/lr_find_stop.py). Starting the
     sweep higher (1e-4) would save more, and was tried twice: it moved the minimum (less training before it) and
     cost the transformers 1-2 points of accuracy."""
-    return sweep(run, past_min=PAST_MIN)
+    return sweep(run, past_min=PAST_MIN, start=start)
+
+
+class StartWeights:
+    """The model's weights before training, kept by a run that defers its LR range test (adapt.lr_find=auto) so that
+    the test, when it runs, sweeps from them as a test before training would. A sweep from partly trained weights
+    starts where the loss is already low and flat and its minimum/10 rule answers noise (mlp/mnist1d at epoch 2:
+    9.1e-7, where the sweep from the initial weights gives ~1e-2). A run's `stateful` object until the test is
+    decided, so a resumed run sweeps from the same weights; then cleared (nothing left to checkpoint)."""
+
+    def __init__(self) -> None:
+        self.weights: dict[str, torch.Tensor] = {}
+
+    def capture(self, model: nn.Module) -> None:
+        self.weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def clear(self) -> None:
+        self.weights = {}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.weights)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.weights = dict(state)
 
 
 @dataclass
@@ -180,9 +204,11 @@ class _Sweep:
                           ghost_bn=cfg.memory.ghost_bn)  # the run's memory plan
 
 
-def _prepare(run: Run, start_lr: float, steps: int) -> _Sweep:
+def _prepare(run: Run, start_lr: float, steps: int, start: dict[str, torch.Tensor] | None = None) -> _Sweep:
     cfg, device = run.cfg, run.device
     net = (local_copy(run.model) if run.dist.on else copy.deepcopy(run.model)).train()  # no collectives in it
+    if start:
+        net.load_state_dict(start)
     n = run.n_train
     steps = max(3, min(steps, n))  # at most one epoch of examples in total
     batch = max(1, min(cfg.train.batch_size, n // steps))
@@ -193,33 +219,31 @@ def _prepare(run: Run, start_lr: float, steps: int) -> _Sweep:
     return _Sweep(run, net, optimizer, batches, augment, Precision(run.precision.name, device), steps, batch)
 
 
-def estimate_seconds(run: Run, steps: int = 100, probe: int = 3) -> tuple[float, float]:
-    """(what a sweep of `steps` would cost on this run now, what an epoch of the run's own steps costs): `probe`
-    steps of each timed (after one untimed) on the sweep's copy, at the sweep's batch and at the run's, times the
-    sweep's steps (plus the copy) and the steps of an epoch. The run and every RNG are left as they were."""
+def estimate_seconds(run: Run, steps: int = 100, probe: int = 3) -> float:
+    """What a sweep of `steps` would cost on this run now: `probe` steps timed (after one untimed) on the sweep's
+    copy at the sweep's batch, times the sweep's steps, plus setting up the copy. The run and every RNG are left as
+    they were. (An over-estimate where the sweep stops early: a decade past its minimum, or on divergence.)"""
     saved_rng = rng_state()
     t0 = time.perf_counter()
     sw = _prepare(run, 1e-6, steps)
     try:
         setup = time.perf_counter() - t0
-        per = []
-        for batch in (sw.batch, run.cfg.train.batch_size):
-            sw.batch = batch
+        sw.step().item()
+        t1 = time.perf_counter()
+        for _ in range(probe):
             sw.step().item()
-            t1 = time.perf_counter()
-            for _ in range(probe):
-                sw.step().item()
-            per.append((time.perf_counter() - t1) / probe)
+        per = (time.perf_counter() - t1) / probe
     finally:
         set_rng_state(saved_rng)
         if hasattr(sw.batches, "close"):
             sw.batches.close()
-    return setup + per[0] * sw.steps, per[1] * run.n_train / run.cfg.train.batch_size
+    return setup + per * sw.steps
 
 
-def _sweep(run: Run, start_lr: float, end_lr: float, steps: int, t0: float, past_min: float) -> LRFindResult:
+def _sweep(run: Run, start_lr: float, end_lr: float, steps: int, t0: float, past_min: float,
+           start: dict[str, torch.Tensor] | None) -> LRFindResult:
     cfg = run.cfg
-    sw = _prepare(run, start_lr, steps)
+    sw = _prepare(run, start_lr, steps, start)
     steps, batch, optimizer, batches = sw.steps, sw.batch, sw.optimizer, sw.batches
     factor = (end_lr / start_lr) ** (1 / (steps - 1))
     lrs, losses, best, stopped = [], [], math.inf, "reached end_lr"

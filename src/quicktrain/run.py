@@ -33,6 +33,7 @@ from quicktrain.memory.checkpointing import apply_checkpointing
 from quicktrain.memory.planner import Plan as MemoryPlan, Variant
 from quicktrain.memory.reversible import configure_reversible
 from quicktrain.memory.settings import apply_settings, memory_settings
+from quicktrain.lr_find import StartWeights
 from quicktrain.memory.tracking import tensor_bytes
 from quicktrain.methods import EMA, Method, hooks
 from quicktrain.methods.registry import build_methods
@@ -72,6 +73,7 @@ class Run:
     dist: Dist = SINGLE  # data parallel under torchrun (quicktrain.dist): this process's rank and its collectives
     noise: NoiseScale | None = None  # the gradient noise scale, measured every noise.every steps (quicktrain.noise)
     probe: DDPProbe | None = None  # under data parallel: reads each rank's own gradient norm in DDP's hook
+    start_weights: StartWeights = field(default_factory=StartWeights)  # a deferred LR range test sweeps from these
     on_batch: list[Callable[..., Any]] = field(default_factory=list)
     after_step: list[Callable[..., Any]] = field(default_factory=list)
 
@@ -100,6 +102,8 @@ class Run:
             out["schedule"] = self.schedule
         if self.noise is not None:
             out["noise"] = self.noise
+        if self.adapted and self.cfg.adapt.lr_find == "auto":  # kept until the deferred test has been decided
+            out["start_weights"] = self.start_weights
         return out
 
     def next_batch(self, batch_size: int, progress: float) -> tuple[Tensor, Tensor]:
