@@ -143,8 +143,40 @@ def rescnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     return ResCNN(input_shape, num_classes)
 
 
+class LeNet(nn.Module):
+    """A LeNet-style CNN without normalisation: two conv-ReLU-max-pool stages (16 and 32 channels, kernel 5), then a
+    128-unit hidden layer. Added after the adaptive policy was chosen, as a held-out model (2026-12-06)."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        two_d = len(input_shape) == 3
+        conv, pool = (nn.Conv2d, nn.MaxPool2d) if two_d else (nn.Conv1d, nn.MaxPool1d)
+        self.features = nn.Sequential(conv(input_shape[0], 16, 5, padding=2), nn.ReLU(), pool(2),
+                                      conv(16, 32, 5, padding=2), nn.ReLU(), pool(2), nn.Flatten())
+        with torch.no_grad():
+            n = self.features(torch.zeros(1, *input_shape)).shape[1]
+        self.head = nn.Sequential(nn.Linear(n, 128), nn.ReLU(), nn.Linear(128, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def lenet(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return LeNet(input_shape, num_classes)
+
+
+def mlp_ln(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """A wider MLP with LayerNorm, GELU and dropout 0.1 (3 hidden layers of 512). Held out like LeNet."""
+    d, layers = math.prod(input_shape), [nn.Flatten()]
+    for _ in range(3):
+        layers += [nn.Linear(d, 512), nn.LayerNorm(512), nn.GELU(), nn.Dropout(0.1)]
+        d = 512
+    return nn.Sequential(*layers, nn.Linear(d, num_classes))
+
+
 MODELS: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
-    "gru": gru, "lstm": lstm, "mlp": mlp, "transformer": transformer, "rescnn": rescnn}
+    "gru": gru, "lstm": lstm, "mlp": mlp, "transformer": transformer, "rescnn": rescnn, "lenet": lenet,
+    "mlp_ln": mlp_ln}
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Data
