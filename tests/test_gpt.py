@@ -136,6 +136,20 @@ def test_zero_init_zeroes_output_projections_and_untied_head() -> None:
     assert gpt(V, CONTEXT, LAYERS, 4, WIDTH, zero_init=False).blocks[0].attn.c_proj.weight.any()
 
 
+def test_softcap_bounds_the_logits_and_embed_norm_normalises_x0() -> None:
+    torch.manual_seed(0)
+    capped = gpt(V, 16, layers=1, heads=2, width=16, zero_init=False, softcap=2.0)
+    with torch.no_grad():
+        capped.head.weight.mul_(1e3)
+    assert capped(torch.randint(0, V, (2, 16))).abs().max() <= 2.0
+    seen: list[torch.Tensor] = []
+    normed = gpt(V, 16, layers=1, heads=2, width=16, embed_norm=True)
+    normed.blocks[0].register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    x = torch.randint(0, V, (2, 16))
+    normed(x)  # the first block sees the embedding RMS-normalised (the raw one has RMS ~0.02)
+    assert torch.allclose(seen[0], F.rms_norm(normed.wte(x), (16,))) and seen[0].pow(2).mean().sqrt() > 0.99
+
+
 def test_flops_per_token_is_palms_formula() -> None:
     model = gpt(V, CONTEXT, LAYERS, 4, WIDTH)
     n = model.num_params()

@@ -73,6 +73,17 @@ def test_groups_have_lr_scale_and_decay_rule() -> None:
     assert len(MuonAdamW(model, 0.01, 0.1, no_decay_1d=False).param_groups) == 2
 
 
+def test_embed_and_head_lr_scales_split_the_adamw_groups() -> None:
+    model = gpt(V, 16, layers=1, heads=2, width=32, learned_pos=True)  # wte, wpe, head: 2-D AdamW parameters
+    groups = MuonAdamW(model, lr=0.01, weight_decay=0.0, embed_lr_scale=10.0, head_lr_scale=0.5).param_groups
+    by_scale = {g["lr_scale"]: _names(model, g["params"]) for g in groups if not g["muon"]}
+    assert by_scale == {10.0: {"wte.weight", "wpe.weight"}, 0.5: {"head.weight"}}
+    assert [g["lr"] for g in groups if not g["muon"]] == [pytest.approx(0.1), pytest.approx(0.005)]
+    tied = gpt(V, 16, layers=1, heads=2, width=32, tied_head=True)  # a tied head is the embedding: its scale
+    assert [g["lr_scale"] for g in MuonAdamW(tied, 0.01, 0.0, embed_lr_scale=10.0, head_lr_scale=0.5).param_groups
+            if not g["muon"]] == [10.0]
+
+
 def _step_delta(model: nn.Module, opt: MuonAdamW, x: torch.Tensor) -> list[torch.Tensor]:
     before = [p.detach().clone() for p in model.parameters()]
     F.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten()).backward()

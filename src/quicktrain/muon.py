@@ -19,7 +19,7 @@ One learning rate drives both: the Muon groups use torch's adjust_lr_fn="match_r
 `muon_lr_scale=1.0` by default. (torch's "original" is Keller Jordan's sqrt(max(1, A/B)) scale, which wants a
 Muon rate tens of times Adam's: modded-nanogpt uses 0.05 for Muon next to 0.008 for its head.)
 Each group has an `lr_scale`; the loop sets group["lr"] = lr * group["lr_scale"]. Muon's `lr_scale` is
-`muon_lr_scale`, AdamW's is 1.
+`muon_lr_scale`, AdamW's is 1, except `embed_lr_scale` for the embeddings and `head_lr_scale` for the output layer.
 
 Weight decay: decoupled in both (torch's Muon decays p <- p * (1 - lr * wd), as AdamW), on every 2-D parameter
 including the embeddings and the head (nanoGPT's >= 2-D rule), none on 1-D ones when `no_decay_1d`.
@@ -61,6 +61,17 @@ def muon_split(model: nn.Module) -> tuple[list[Tensor], list[Tensor]]:
     return hidden, other
 
 
+def _adamw_scales(model: nn.Module, embed: float, head: float) -> Callable[[Tensor], float]:
+    """p -> its AdamW LR scale: `embed` for nn.Embedding weights (a tied head included), `head` for the output
+    layer's weight (`_last_linear`), 1 otherwise. modded-nanogpt's early records gave their embeddings Adam at 0.6
+    and their head 0.008; on stdlib_lm (bytes, raw embedding, zero-initialised head) the measurement went the other
+    way: embeddings at 10x the peak LR were worse, the head at 4x better (docs/results/lm/selection2.jsonl)."""
+    embeds = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    last = _last_linear(model)
+    head_id = id(last.weight) if last is not None and id(last.weight) not in embeds else None
+    return lambda p: embed if id(p) in embeds else head if id(p) == head_id else 1.0
+
+
 def _fused_ok(params: list[Tensor]) -> bool:
     """Fused AdamW exists for floating-point parameters on CPU and CUDA."""
     return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
@@ -70,11 +81,13 @@ class MuonAdamW(torch.optim.Optimizer):
     """One optimizer: torch.optim.Muon on `muon_split(model)[0]`, fused AdamW on the rest (see the module docstring).
 
     Groups, in order: Muon (if any hidden weight), AdamW decayed (2-D and up, or all with `no_decay_1d=False`),
-    AdamW undecayed (1-D). Each has "lr", "lr_scale", "weight_decay" and "muon" (True for the Muon group)."""
+    AdamW undecayed (1-D). Each has "lr", "lr_scale", "weight_decay" and "muon" (True for the Muon group).
+    `embed_lr_scale` / `head_lr_scale` other than 1 split an AdamW group by scale (embeddings, head, the rest)."""
 
     def __init__(self, model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.95),
                  muon_lr_scale: float = 1.0, muon_momentum: float = 0.95, no_decay_1d: bool = True, *,
-                 eps: float = 1e-8, ns_steps: int = 5) -> None:
+                 eps: float = 1e-8, ns_steps: int = 5, embed_lr_scale: float = 1.0,
+                 head_lr_scale: float = 1.0) -> None:
         hidden, other = muon_split(model)
         if not hidden and not other:
             raise ValueError("MuonAdamW: the model has no trainable parameters")
@@ -82,8 +95,11 @@ class MuonAdamW(torch.optim.Optimizer):
                         "weight_decay": weight_decay, "muon": True}] if hidden else []
         decay = [p for p in other if p.ndim >= 2 or not no_decay_1d]
         no_decay = [p for p in other if p.ndim < 2 and no_decay_1d]
-        adamw_groups = [{"params": ps, "lr": lr, "lr_scale": 1.0, "weight_decay": wd, "muon": False}
-                        for ps, wd in ((decay, weight_decay), (no_decay, 0.0)) if ps]
+        scale = _adamw_scales(model, embed_lr_scale, head_lr_scale)
+        adamw_groups = [{"params": [p for p in ps if scale(p) == s], "lr": lr * s, "lr_scale": s,
+                         "weight_decay": wd, "muon": False}
+                        for ps, wd in ((decay, weight_decay), (no_decay, 0.0)) if ps
+                        for s in dict.fromkeys(scale(p) for p in ps)]  # one group per scale, in parameter order
         # the inner optimizers fill in their own defaults (nesterov, ns_steps, fused, ...) in these same dicts
         self._muon = torch.optim.Muon(muon_groups, lr=lr * muon_lr_scale, weight_decay=weight_decay,
                                       momentum=muon_momentum, nesterov=True, ns_steps=ns_steps,

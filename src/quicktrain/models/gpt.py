@@ -30,7 +30,8 @@ sec. 2.3), dropout after the embedding, in attention and after each residual pro
 - `forward(idx)` returns the logits of every position and never a loss (quicktrain applies its own loss; nanoGPT
   returns only the last position when called without targets);
 - non-zeroed weights on the modern path are also N(0, 0.02), not modded-nanogpt's uniform init; modded-nanogpt's
-  value embeddings, U-net skips, logit soft-cap, 0.12 attention scale, FP8 head and window attention are left out.
+  value embeddings, U-net skips, 0.12 attention scale, FP8 head and window attention are left out; its logit
+  soft-cap is `softcap` (off by default).
 
 FLOPs (`flops_per_token`): PaLM (Chowdhery et al. 2022, appendix B), as nanoGPT's estimate_mfu: 6*N + 12*L*d*T
 training FLOPs per token, N the non-embedding parameters (the head counts: it is a matmul; a lookup table does not),
@@ -160,12 +161,14 @@ class GPT(nn.Module):
 
     def __init__(self, vocab_size: int, context: int, layers: int, heads: int, width: int, *, rotary: bool,
                  qk_norm: bool, relu2: bool, tied_head: bool, zero_init: bool, dropout: float, learned_pos: bool,
-                 norm: NormKind, reversible: bool = False) -> None:
+                 norm: NormKind, reversible: bool = False, softcap: float = 0.0, embed_norm: bool = False) -> None:
         super().__init__()
         _check(vocab_size, context, layers, heads, width, rotary, dropout, norm)
         self.vocab_size, self.context, self.layers, self.heads, self.width = vocab_size, context, layers, heads, width
         self.rotary, self.qk_norm, self.relu2, self.tied_head = rotary, qk_norm, relu2, tied_head
         self.zero_init, self.learned_pos, self.norm = zero_init, learned_pos, norm
+        self.softcap = softcap  # logits -> softcap * tanh(logits / softcap); 0 = off
+        self.embed_norm = embed_norm  # RMS-normalise the embedding's output (x0), whatever the embedding's scale
         # registration order is nanoGPT's (wte, wpe, h, ln_f, lm_head), so init draws come in its order
         self.wte = nn.Embedding(vocab_size, width)
         self.wpe = nn.Embedding(context, width) if learned_pos else None
@@ -204,6 +207,8 @@ class GPT(nn.Module):
         x = self.wte(idx)
         if self.wpe is not None:
             x = x + self.wpe.weight[:t]
+        if self.embed_norm:  # modded-nanogpt: x = x0 = norm(embed(idx)), which lets the embedding take a large LR
+            x = F.rms_norm(x, (x.size(-1),))
         x = self.drop(x)
         rope = (self.rope_cos[:t], self.rope_sin[:t]) if self.rotary else None
         if self.reversible:  # Reformer (Kitaev et al. 2020): two streams from the embedding, averaged at the end
@@ -212,7 +217,10 @@ class GPT(nn.Module):
         else:
             for block in self.blocks:
                 x = block(x, rope)
-        return self.head(self.ln_f(x))
+        logits = self.head(self.ln_f(x))
+        if self.softcap:  # modded-nanogpt's logit soft-cap (30, later 15), from Gemma 2: bounded logits early on
+            logits = self.softcap * torch.tanh(logits / self.softcap)
+        return logits
 
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameters, a tied tensor once. `non_embedding` leaves out the lookup tables (positions, and the token
@@ -250,11 +258,14 @@ def _check(vocab_size: int, context: int, layers: int, heads: int, width: int, r
 def gpt(vocab_size: int, context: int, layers: int = 4, heads: int = 4, width: int = 128, *, rotary: bool = True,
         qk_norm: bool = True, relu2: bool = True, tied_head: bool = False, zero_init: bool = True,
         dropout: float = 0.0, learned_pos: bool | None = None, norm: NormKind | None = None,
-        reversible: bool = False) -> GPT:
+        reversible: bool = False, softcap: float = 0.0, embed_norm: bool = False) -> GPT:
     """A GPT; the defaults are the modern (modded-nanogpt) path. `learned_pos` defaults to `not rotary`, `norm` to
     "rms" with rotary and "layer" (nanoGPT's LayerNorm, no bias) without. `reversible` runs the blocks as RevNet
-    couplings (quicktrain.memory.reversible; `model.reversible`). See the module docstring."""
+    couplings (quicktrain.memory.reversible; `model.reversible`); `softcap` > 0 caps the logits at +-softcap with a
+    tanh (modded-nanogpt); `embed_norm` RMS-normalises the embedding's output (modded-nanogpt). See the module
+    docstring."""
     return GPT(vocab_size, context, layers, heads, width, rotary=rotary, qk_norm=qk_norm, relu2=relu2,
                tied_head=tied_head, zero_init=zero_init, dropout=dropout,
                learned_pos=(not rotary) if learned_pos is None else learned_pos,
-               norm=("rms" if rotary else "layer") if norm is None else norm, reversible=reversible)
+               norm=("rms" if rotary else "layer") if norm is None else norm, reversible=reversible,
+               softcap=softcap, embed_norm=embed_norm)
