@@ -136,6 +136,18 @@ def test_zero_init_zeroes_output_projections_and_untied_head() -> None:
     assert gpt(V, CONTEXT, LAYERS, 4, WIDTH, zero_init=False).blocks[0].attn.c_proj.weight.any()
 
 
+def test_relu2_matches_autograds_relu_square_bitwise() -> None:
+    from quicktrain.models.gpt import ReLU2
+
+    x = torch.randn(64, 32, requires_grad=True)
+    g = torch.randn(64, 32)
+    ref = F.relu(x).square()
+    (ref_grad,) = torch.autograd.grad(ref, x, g)
+    out = ReLU2()(x)
+    (grad,) = torch.autograd.grad(out, x, g)
+    assert torch.equal(out, ref) and torch.equal(grad, ref_grad)
+
+
 def test_softcap_bounds_the_logits_and_embed_norm_normalises_x0() -> None:
     torch.manual_seed(0)
     capped = gpt(V, 16, layers=1, heads=2, width=16, zero_init=False, softcap=2.0)

