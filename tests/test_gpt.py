@@ -89,6 +89,39 @@ def test_changing_a_future_token_leaves_earlier_logits_alone(toggles: dict[str, 
     assert not torch.allclose(a[:, 7:], b[:, 7:])
 
 
+@pytest.mark.parametrize("extra", [{"token_shift": True}, {"value_embed": True}, {"ngram_rows": (50, 0, 70)},
+                                   {"ngram_rows": (V * V + 1, 90)}], ids=["shift", "value", "2,4-gram", "exact-2,3"])
+def test_token_shift_value_and_bigram_embeddings_start_as_the_plain_model_and_stay_causal(
+        extra: dict[str, object]) -> None:
+    torch.manual_seed(0)
+    plain = _small(**{**MODERN, "zero_init": False}).eval()
+    torch.manual_seed(0)
+    model = _small(**{**MODERN, "zero_init": False}, **extra).eval()
+    x = torch.randint(0, V, (2, 12))
+    torch.testing.assert_close(model(x), plain(x), rtol=0, atol=0)  # zero-initialised, registered last
+    for p in model.parameters():  # now let them act
+        if p.abs().sum() == 0:
+            p.data.normal_(0, 1.0)
+    y = x.clone()
+    y[:, 7] = (x[:, 7] + 1) % V
+    a, b = model(x), model(y)
+    torch.testing.assert_close(a[:, :7], b[:, :7], rtol=0, atol=1e-6)
+    assert not torch.allclose(a[:, 7:], b[:, 7:])
+    for t in (1, 2, 3):  # prompts shorter than an n-gram
+        torch.testing.assert_close(model(x[:, :t]), a[:, :t], rtol=0, atol=1e-6)
+
+
+def test_ngram_hash_is_exact_when_the_table_holds_every_ngram_and_in_range_otherwise() -> None:
+    from quicktrain.models.gpt import ngram_hash
+
+    idx = torch.randint(0, V, (3, 20))
+    exact = ngram_hash(idx, 2, V, V * V + 1)
+    assert (exact[:, 0] == V * V).all() and torch.equal(exact[:, 1:], idx[:, :-1] * V + idx[:, 1:])
+    hashed = ngram_hash(idx, 4, V, 97)
+    assert hashed.shape == idx.shape and (hashed[:, :3] == 96).all()
+    assert 0 <= int(hashed.min()) <= int(hashed.max()) < 97
+
+
 def test_nanogpt_path_has_nanogpts_parameter_count() -> None:
     # nanoGPT model.py, bias=False: wte V*d + wpe T*d + per block (ln_1 d + c_attn 3d^2 + c_proj d^2 + ln_2 d
     # + c_fc 4d^2 + mlp c_proj 4d^2) + ln_f d; the head is tied to wte. get_num_params() subtracts wpe only.

@@ -94,10 +94,16 @@ class GPTArgs:
     dropout: float = 0.0
     softcap: float = 0.0  # logits -> softcap * tanh(logits / softcap) (modded-nanogpt, Gemma 2); 0 = off
     embed_norm: bool = False  # RMS-normalise the token embedding's output before the blocks (modded-nanogpt)
+    token_shift: bool = False  # add a learned per-channel share of the previous token's embedding (RWKV, modded)
+    value_embed: bool = False  # a token table per layer added to the attention values (modded-nanogpt)
+    # rows of the hashed n-gram tables added to x0, for n = 2, 3, ... (modded-nanogpt's bigram embedding, extended);
+    # 0 = no table for that n, () = none
+    ngram_rows: tuple[int, ...] = ()
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
         yield "layers", self.layers >= 1, "must be >= 1"
         yield "softcap", self.softcap >= 0, "must be >= 0 (0 = off)"
+        yield "ngram_rows", all(r == 0 or r >= 2 for r in self.ngram_rows), "each must be 0 (off) or >= 2"
         yield "heads", self.heads >= 1, "must be >= 1"
         yield "width", self.width >= 1 and self.width % max(1, self.heads) == 0, "must be a multiple of heads"
         yield "dropout", 0 <= self.dropout < 1, "must be in [0, 1)"
