@@ -202,6 +202,8 @@ def test_flops_per_token_is_palms_formula() -> None:
     assert model.flops_per_token() == 6 * n + 12 * LAYERS * WIDTH * CONTEXT
     assert model.flops_per_token(32) == 6 * n + 12 * LAYERS * WIDTH * 32
     assert model.flops_per_token(32, causal=True) == 6 * n + 6 * LAYERS * WIDTH * 32
+    lookups = gpt(V, CONTEXT, LAYERS, 4, WIDTH, ngram_rows=(50, 70), value_embed=True)  # tables cost no FLOPs
+    assert lookups.num_params() == n and lookups.flops_per_token() == model.flops_per_token()
 
 
 def test_bad_shapes_are_refused() -> None:

@@ -264,12 +264,14 @@ class GPT(nn.Module):
         return logits
 
     def num_params(self, non_embedding: bool = True) -> int:
-        """Parameters, a tied tensor once. `non_embedding` leaves out the lookup tables (positions, and the token
-        embedding unless it is also the head): nanoGPT's get_num_params for a tied head."""
+        """Parameters, a tied tensor once. `non_embedding` leaves out the lookup tables (positions, the n-gram and
+        value tables, and the token embedding unless it is also the head): nanoGPT's get_num_params for a tied
+        head."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
             n -= self.wpe.weight.numel() if self.wpe is not None else 0
             n -= 0 if self.tied_head else self.wte.weight.numel()
+            n -= sum(t.weight.numel() for t in [*self.ngrams, *(self.value_embeds or ())])
         return n
 
     def flops_per_token(self, seq_len: int | None = None, *, causal: bool = False) -> int:
