@@ -89,6 +89,39 @@ def test_changing_a_future_token_leaves_earlier_logits_alone(toggles: dict[str, 
     assert not torch.allclose(a[:, 7:], b[:, 7:])
 
 
+@pytest.mark.parametrize("extra", [{"token_shift": True}, {"value_embed": True}, {"ngram_rows": (50, 0, 70)},
+                                   {"ngram_rows": (V * V + 1, 90)}], ids=["shift", "value", "2,4-gram", "exact-2,3"])
+def test_token_shift_value_and_bigram_embeddings_start_as_the_plain_model_and_stay_causal(
+        extra: dict[str, object]) -> None:
+    torch.manual_seed(0)
+    plain = _small(**{**MODERN, "zero_init": False}).eval()
+    torch.manual_seed(0)
+    model = _small(**{**MODERN, "zero_init": False}, **extra).eval()
+    x = torch.randint(0, V, (2, 12))
+    torch.testing.assert_close(model(x), plain(x), rtol=0, atol=0)  # zero-initialised, registered last
+    for p in model.parameters():  # now let them act
+        if p.abs().sum() == 0:
+            p.data.normal_(0, 1.0)
+    y = x.clone()
+    y[:, 7] = (x[:, 7] + 1) % V
+    a, b = model(x), model(y)
+    torch.testing.assert_close(a[:, :7], b[:, :7], rtol=0, atol=1e-6)
+    assert not torch.allclose(a[:, 7:], b[:, 7:])
+    for t in (1, 2, 3):  # prompts shorter than an n-gram
+        torch.testing.assert_close(model(x[:, :t]), a[:, :t], rtol=0, atol=1e-6)
+
+
+def test_ngram_hash_is_exact_when_the_table_holds_every_ngram_and_in_range_otherwise() -> None:
+    from quicktrain.models.gpt import ngram_hash
+
+    idx = torch.randint(0, V, (3, 20))
+    exact = ngram_hash(idx, 2, V, V * V + 1)
+    assert (exact[:, 0] == V * V).all() and torch.equal(exact[:, 1:], idx[:, :-1] * V + idx[:, 1:])
+    hashed = ngram_hash(idx, 4, V, 97)
+    assert hashed.shape == idx.shape and (hashed[:, :3] == 96).all()
+    assert 0 <= int(hashed.min()) <= int(hashed.max()) < 97
+
+
 def test_nanogpt_path_has_nanogpts_parameter_count() -> None:
     # nanoGPT model.py, bias=False: wte V*d + wpe T*d + per block (ln_1 d + c_attn 3d^2 + c_proj d^2 + ln_2 d
     # + c_fc 4d^2 + mlp c_proj 4d^2) + ln_f d; the head is tied to wte. get_num_params() subtracts wpe only.
@@ -136,6 +169,32 @@ def test_zero_init_zeroes_output_projections_and_untied_head() -> None:
     assert gpt(V, CONTEXT, LAYERS, 4, WIDTH, zero_init=False).blocks[0].attn.c_proj.weight.any()
 
 
+def test_relu2_matches_autograds_relu_square_bitwise() -> None:
+    from quicktrain.models.gpt import ReLU2
+
+    x = torch.randn(64, 32, requires_grad=True)
+    g = torch.randn(64, 32)
+    ref = F.relu(x).square()
+    (ref_grad,) = torch.autograd.grad(ref, x, g)
+    out = ReLU2()(x)
+    (grad,) = torch.autograd.grad(out, x, g)
+    assert torch.equal(out, ref) and torch.equal(grad, ref_grad)
+
+
+def test_softcap_bounds_the_logits_and_embed_norm_normalises_x0() -> None:
+    torch.manual_seed(0)
+    capped = gpt(V, 16, layers=1, heads=2, width=16, zero_init=False, softcap=2.0)
+    with torch.no_grad():
+        capped.head.weight.mul_(1e3)
+    assert capped(torch.randint(0, V, (2, 16))).abs().max() <= 2.0
+    seen: list[torch.Tensor] = []
+    normed = gpt(V, 16, layers=1, heads=2, width=16, embed_norm=True)
+    normed.blocks[0].register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    x = torch.randint(0, V, (2, 16))
+    normed(x)  # the first block sees the embedding RMS-normalised (the raw one has RMS ~0.02)
+    assert torch.allclose(seen[0], F.rms_norm(normed.wte(x), (16,))) and seen[0].pow(2).mean().sqrt() > 0.99
+
+
 def test_flops_per_token_is_palms_formula() -> None:
     model = gpt(V, CONTEXT, LAYERS, 4, WIDTH)
     n = model.num_params()
@@ -143,6 +202,8 @@ def test_flops_per_token_is_palms_formula() -> None:
     assert model.flops_per_token() == 6 * n + 12 * LAYERS * WIDTH * CONTEXT
     assert model.flops_per_token(32) == 6 * n + 12 * LAYERS * WIDTH * 32
     assert model.flops_per_token(32, causal=True) == 6 * n + 6 * LAYERS * WIDTH * 32
+    lookups = gpt(V, CONTEXT, LAYERS, 4, WIDTH, ngram_rows=(50, 70), value_embed=True)  # tables cost no FLOPs
+    assert lookups.num_params() == n and lookups.flops_per_token() == model.flops_per_token()
 
 
 def test_bad_shapes_are_refused() -> None:

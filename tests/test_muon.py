@@ -73,6 +73,35 @@ def test_groups_have_lr_scale_and_decay_rule() -> None:
     assert len(MuonAdamW(model, 0.01, 0.1, no_decay_1d=False).param_groups) == 2
 
 
+def test_embed_and_head_lr_scales_split_the_adamw_groups() -> None:
+    model = gpt(V, 16, layers=1, heads=2, width=32, learned_pos=True)  # wte, wpe, head: 2-D AdamW parameters
+    groups = MuonAdamW(model, lr=0.01, weight_decay=0.0, embed_lr_scale=10.0, head_lr_scale=0.5).param_groups
+    by_scale = {g["lr_scale"]: _names(model, g["params"]) for g in groups if not g["muon"]}
+    assert by_scale == {10.0: {"wte.weight", "wpe.weight"}, 0.5: {"head.weight"}}
+    assert [g["lr"] for g in groups if not g["muon"]] == [pytest.approx(0.1), pytest.approx(0.005)]
+    tied = gpt(V, 16, layers=1, heads=2, width=32, tied_head=True)  # a tied head is the embedding: its scale
+    assert [g["lr_scale"] for g in MuonAdamW(tied, 0.01, 0.0, embed_lr_scale=10.0, head_lr_scale=0.5).param_groups
+            if not g["muon"]] == [10.0]
+
+
+def test_batched_orthogonalisation_matches_torch_muon() -> None:
+    torch.manual_seed(0)
+    ours = gpt(V, 16, layers=2, heads=2, width=32, zero_init=False)  # square q/k/v/out, tall fc, wide proj
+    ref = copy.deepcopy(ours)
+    opt, ref_opt = MuonAdamW(ours, 0.01, 0.1), MuonAdamW(ref, 0.01, 0.1)
+    x = torch.randint(0, V, (4, 17))
+    for _ in range(3):
+        for model, o in ((ours, opt), (ref, ref_opt)):
+            F.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten()).backward()
+        opt.step()
+        ref_opt._muon.step()  # torch.optim.Muon's own step, one matrix at a time
+        ref_opt._adamw.step()
+        opt.zero_grad(set_to_none=True)
+        ref_opt.zero_grad(set_to_none=True)
+    for a, b in zip(ours.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
 def _step_delta(model: nn.Module, opt: MuonAdamW, x: torch.Tensor) -> list[torch.Tensor]:
     before = [p.detach().clone() for p in model.parameters()]
     F.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten()).backward()

@@ -37,6 +37,17 @@ def test_cosine_linear_constant_closed_forms() -> None:
         lr_factor(0.5, "triangular")
 
 
+def test_cooldown_holds_the_peak_then_decays_over_the_last_fraction() -> None:
+    for kind in ("onecycle", "cosine"):
+        assert lr_factor(0.05, kind, 0.1, 0.2, 0.0, cooldown=0.5) == pytest.approx(0.6)  # warming up
+        assert lr_factor(0.3, kind, 0.1, 0.2, 0.0, cooldown=0.5) == 1.0  # held at the peak
+        assert lr_factor(1.0, kind, 0.1, 0.2, 0.0, cooldown=0.5) == pytest.approx(0.0)
+    assert lr_factor(0.75, "onecycle", 0.1, 0.2, 0.0, cooldown=0.5) == pytest.approx(0.5)
+    assert lr_factor(0.75, "cosine", 0.1, 0.2, 0.0, cooldown=0.5) == pytest.approx(0.5)
+    assert lr_factor(0.5, "onecycle", 0.2, 0.1, 0.0, cooldown=0.9) == pytest.approx(lr_factor(0.5, "onecycle", 0.2))
+    assert lr_factor(0.6, "linear", 0.0, 0.0, 0.0, cooldown=0.8) == pytest.approx(0.5)
+
+
 def test_batch_ramp_is_monotone_snapped_and_ends_at_final() -> None:
     sizes = [batch_size_at(i / 100, 128, ramp_from=32, ramp_until=0.5) for i in range(101)]
     assert sizes[0] == 32 and sizes[-1] == 128 and sizes[50] == 128

@@ -92,9 +92,18 @@ class GPTArgs:
     tied_head: bool = False  # output head shares the token embedding (GPT-2, nanoGPT)
     zero_init: bool = True  # output projections start at zero (modded-nanogpt), else GPT-2's scaled normal
     dropout: float = 0.0
+    softcap: float = 0.0  # logits -> softcap * tanh(logits / softcap) (modded-nanogpt, Gemma 2); 0 = off
+    embed_norm: bool = False  # RMS-normalise the token embedding's output before the blocks (modded-nanogpt)
+    token_shift: bool = False  # add a learned per-channel share of the previous token's embedding (RWKV, modded)
+    value_embed: bool = False  # a token table per layer added to the attention values (modded-nanogpt)
+    # rows of the hashed n-gram tables added to x0, for n = 2, 3, ... (modded-nanogpt's bigram embedding, extended);
+    # 0 = no table for that n, () = none
+    ngram_rows: tuple[int, ...] = ()
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
         yield "layers", self.layers >= 1, "must be >= 1"
+        yield "softcap", self.softcap >= 0, "must be >= 0 (0 = off)"
+        yield "ngram_rows", all(r == 0 or r >= 2 for r in self.ngram_rows), "each must be 0 (off) or >= 2"
         yield "heads", self.heads >= 1, "must be >= 1"
         yield "width", self.width >= 1 and self.width % max(1, self.heads) == 0, "must be a multiple of heads"
         yield "dropout", 0 <= self.dropout < 1, "must be in [0, 1)"
@@ -131,6 +140,8 @@ class OptimConfig:
     lr_find: bool = False  # run the LR range test first and use its suggestion as the peak LR (quicktrain.lr_find)
     muon_lr_scale: float = 1.0  # muon: the Muon groups' LR as a multiple of the peak LR (AdamW groups take it as is)
     muon_momentum: float = 0.95  # muon: Nesterov momentum of the Muon groups (modded-nanogpt)
+    embed_lr_scale: float = 1.0  # muon: the embeddings' AdamW LR as a multiple of the peak LR (quicktrain.muon)
+    head_lr_scale: float = 1.0  # muon: the output layer's AdamW LR as a multiple of the peak LR
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
         yield "lr", self.lr > 0, "must be > 0"
@@ -142,6 +153,8 @@ class OptimConfig:
         yield "grad_clip", self.grad_clip >= 0, "must be >= 0"
         yield "muon_lr_scale", self.muon_lr_scale > 0, "must be > 0"
         yield "muon_momentum", 0 <= self.muon_momentum < 1, "must be in [0, 1)"
+        yield "embed_lr_scale", self.embed_lr_scale > 0, "must be > 0"
+        yield "head_lr_scale", self.head_lr_scale > 0, "must be > 0"
 
 
 @dataclass(frozen=True)
@@ -151,6 +164,8 @@ class ScheduleConfig:
     warmup: float = 0.5  # fraction of training spent rising from start_frac to the peak LR
     start_frac: float = 0.04  # LR at the start as a fraction of peak (OneCycleLR's 1/div_factor)
     end_frac: float = 0.0  # LR at the end as a fraction of peak
+    cooldown: float = 1.0  # onecycle/cosine/linear: the fall spans the last this much of training, the peak held
+    #                        before it (warmup-stable-decay of a known length); 1 = the fall starts after the warmup
     batch_ramp_from: int = 0  # batch size at the start of a ramp up to train.batch_size; 0 = no ramp
     batch_ramp_until: float = 0.5  # progress at which the linear ramp reaches train.batch_size
     # linear: from batch_ramp_from to train.batch_size by batch_ramp_until; noise: the batch follows the measured
@@ -172,6 +187,7 @@ class ScheduleConfig:
         yield "warmup", 0 <= self.warmup < 1, "must be in [0, 1)"
         yield "start_frac", 0 <= self.start_frac <= 1, "must be in [0, 1]"
         yield "end_frac", 0 <= self.end_frac <= 1, "must be in [0, 1]"
+        yield "cooldown", 0 < self.cooldown <= 1, "must be in (0, 1]"
         yield "batch_ramp_from", self.batch_ramp_from >= 0, "must be >= 0"
         yield "batch_ramp_until", 0 < self.batch_ramp_until <= 1, "must be in (0, 1]"
         yield "warmup_epochs", self.warmup_epochs >= 0, "must be >= 0"

@@ -75,7 +75,8 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> 
 
         return MuonAdamW(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas,
                          muon_lr_scale=cfg.muon_lr_scale, muon_momentum=cfg.muon_momentum,
-                         no_decay_1d=cfg.no_decay_1d)
+                         no_decay_1d=cfg.no_decay_1d, embed_lr_scale=cfg.embed_lr_scale,
+                         head_lr_scale=cfg.head_lr_scale)
     if cfg.name in ("lars", "lamb"):  # layer-wise trust ratios (quicktrain.large_batch)
         from quicktrain.large_batch import LAMB, LARS
 

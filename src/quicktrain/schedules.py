@@ -16,13 +16,17 @@ import math
 from typing import Any
 
 
-def lr_factor(progress: float, kind: str, warmup: float = 0.0, start_frac: float = 0.0, end_frac: float = 0.0) -> float:
+def lr_factor(progress: float, kind: str, warmup: float = 0.0, start_frac: float = 0.0, end_frac: float = 0.0,
+              cooldown: float = 1.0) -> float:
     """LR as a fraction of the peak at `progress`.
 
     onecycle: linear rise from start_frac to 1 over [0, warmup], then linear fall to end_frac at 1.
     cosine:   the same warmup, then a half-cosine fall to end_frac.
     linear:   no warmup, linear fall from 1 to end_frac.
     constant: 1 throughout.
+    `cooldown` < 1 (not constant): the fall spans only the last `cooldown` of training, the LR holding at the peak
+    from the warmup's end until then: warmup-stable-decay for a known length (modded-nanogpt's speedrun holds its
+    LR, then decays linearly over the last ~40-60%; Hägele et al. 2024).
     """
     p = min(max(progress, 0.0), 1.0)
     if kind == "constant":
@@ -31,6 +35,9 @@ def lr_factor(progress: float, kind: str, warmup: float = 0.0, start_frac: float
         warmup = 0.0
     elif p < warmup:
         return start_frac + (1.0 - start_frac) * p / warmup
+    warmup = max(warmup, 1.0 - cooldown)
+    if p < warmup:
+        return 1.0
     q = (p - warmup) / (1.0 - warmup)
     if kind == "cosine":
         return end_frac + (1.0 - end_frac) * 0.5 * (1.0 + math.cos(math.pi * q))
@@ -94,7 +101,7 @@ class Schedule:
                 bs = follow.batch_for(-(-sc.batch_ramp_from // multiple) * multiple, final, multiple)
             else:
                 bs = batch_size_at(progress, final, sc.batch_ramp_from, sc.batch_ramp_until, multiple)
-            factor = lr_factor(progress, sc.kind, sc.warmup, sc.start_frac, sc.end_frac)
+            factor = lr_factor(progress, sc.kind, sc.warmup, sc.start_frac, sc.end_frac, sc.cooldown)
             return bs, self.peak * factor * lr_batch_scale(bs, final, rule)
 
         self.at = at
