@@ -110,6 +110,9 @@ def _check_resizable(model: nn.Module, splits: Splits, size: int, device: torch.
         model.train(was_training)
 
 
+NGRAM_ROWS = (4096, 8192, 16384)  # stdlib_lm's tables for 2-, 3- and 4-grams, what the ablation switches on
+
+
 def _gpt_row(flag: str, name: str) -> Technique:
     """A toggle of the gpt model (config model.gpt.<flag>), a row of `bench --ablate` on next-token recipes."""
     key = f"model.gpt.{flag}"
@@ -159,6 +162,13 @@ TECHNIQUES: tuple[Technique, ...] = (
     _gpt_row("qk_norm", "QK-norm"),
     _gpt_row("relu2", "ReLU² MLP"),
     _gpt_row("zero_init", "zero-initialised projections"),
+    # modded-nanogpt's bigram embedding extended to 3- and 4-grams (quicktrain.models.gpt.ngram_hash): on stdlib_lm
+    # the recipe's largest single gain (70 steps: 1.79 with, 2.28 without; docs/results/lm/selection2.jsonl)
+    Technique("hashed n-gram embeddings", "model.gpt.ngram_rows", lambda c: any(c.model.gpt.ngram_rows),
+              {"model.gpt.ngram_rows": ()}, {"model.gpt.ngram_rows": NGRAM_ROWS},
+              applies=lambda c: c.model.name == "gpt"),
+    Technique("head LR 4x the peak", "optim.head_lr_scale", lambda c: c.optim.head_lr_scale != 1.0,
+              {"optim.head_lr_scale": 1.0}, {"optim.head_lr_scale": 4.0}, applies=lambda c: c.optim.name == "muon"),
     Technique("untied head", "model.gpt.tied_head", lambda c: not c.model.gpt.tied_head,
               {"model.gpt.tied_head": True}, {"model.gpt.tied_head": False}, applies=lambda c: c.model.name == "gpt"),
     Technique("EMA of weights", "methods.ema", lambda c: c.methods.ema > 0, {"methods.ema": 0.0}, {"methods.ema": 0.9},
