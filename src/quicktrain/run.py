@@ -28,12 +28,12 @@ from quicktrain.data.batches import DeviceBatches
 from quicktrain.data.lm import TokenSplits, lm_batches, load_lm
 from quicktrain.data.stream import StreamedSplits, stream_batches
 from quicktrain.dist import SINGLE, Dist, check_batch, device_for, setup as setup_dist
+from quicktrain.lr_find import StartWeights
 from quicktrain.memory.backoff import Backoff
 from quicktrain.memory.checkpointing import apply_checkpointing
 from quicktrain.memory.planner import Plan as MemoryPlan, Variant
 from quicktrain.memory.reversible import configure_reversible
 from quicktrain.memory.settings import apply_settings, memory_settings
-from quicktrain.lr_find import StartWeights
 from quicktrain.memory.tracking import tensor_bytes
 from quicktrain.methods import EMA, Method, hooks
 from quicktrain.methods.registry import build_methods
