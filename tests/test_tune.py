@@ -162,7 +162,10 @@ def worker(recipe: str, storage: str, study: str, trials: int, extra: tuple[str,
                              study, "--trials", str(trials), "--objective", "accuracy", "--budget", "300s",
                              "--heartbeat", "1", "--confirm-seeds", "0", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=Path(recipe).parent)  # its runs/ go to the test's temp dir, not the repository
+                            cwd=Path(recipe).parent,  # its runs/ go to the test's temp dir, not the repository
+                            # one thread each: two workers at torch's default (a thread per core) oversubscribe a
+                            # 2-core CI machine; the two-worker test once took ~5 min there, near its 300 s limit
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def load(storage: str, study: str):  # type: ignore[no-untyped-def]
