@@ -1,5 +1,7 @@
 """Where a small GPT's CPU step goes: the step time with each modern toggle off in turn, Muon vs AdamW, and the two
-CPU attention kernels (flash vs math) in fp32 and bf16.
+CPU attention kernels (flash vs math) in fp32 and bf16, and the two hand-fused pieces of the step against what they
+replace: ReLU^2 as one autograd function vs relu().square() (fwd + bwd on the MLP hidden of one step), and Muon's
+Newton-Schulz batched over same-shaped matrices (quicktrain.muon.muon_step) vs torch.optim.Muon's own step.
 
     python benchmarks/lm_step_cost.py [--batch 16] [--context 64] [--width 128] [--threads 1] [--repeats 3]
 
@@ -21,7 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from quicktrain.measure import device_name
 from quicktrain.models.gpt import gpt
-from quicktrain.muon import MuonAdamW
+from quicktrain.muon import MuonAdamW, muon_step
 from quicktrain.precision import Precision
 from quicktrain.step import train_step
 from quicktrain.tasks import next_token_loss
@@ -71,6 +73,27 @@ def attention_costs(batch: int, context: int, width: int) -> dict[str, float]:
     return out
 
 
+def fused_costs(batch: int, context: int, width: int, repeats: int) -> dict[str, float]:
+    from quicktrain.models.gpt import ReLU2
+
+    h = torch.randn(batch * context, 4 * width, requires_grad=True)
+    fused, plain = ReLU2(), (lambda t: F.relu(t).square())
+    model = gpt(256, context, 4, 4, width, **{**MODERN, "zero_init": False})
+    opt = MuonAdamW(model, 1e-3, 0.0)
+    muon = opt._muon  # the Muon groups only: the AdamW part of the step is the same either way
+    assert muon is not None
+    x = torch.randint(0, 256, (batch, context + 1))
+    F.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten()).backward()  # gradients to step on
+    times: dict[str, list[float]] = {k: [] for k in ("relu2 fused", "relu2 autograd", "muon batched",
+                                                      "muon torch")}
+    for _ in range(repeats):  # interleaved
+        times["relu2 fused"].append(_ms(lambda: fused(h).sum().backward()))
+        times["relu2 autograd"].append(_ms(lambda: plain(h).sum().backward()))
+        times["muon batched"].append(_ms(lambda: [muon_step(g, opt.state) for g in muon.param_groups]))
+        times["muon torch"].append(_ms(muon.step))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=16)
@@ -83,7 +106,8 @@ def main() -> None:
     report = {"benchmark": "lm_step_cost", "device": device_name(torch.device("cpu")), "torch": torch.__version__,
               "batch": args.batch, "context": args.context, "width": args.width,
               "step_ms_fp32": step_costs(args.batch, args.context, args.width, args.repeats),
-              "attention_fwd_bwd_ms": attention_costs(args.batch * 2, args.context, args.width)}
+              "attention_fwd_bwd_ms": attention_costs(args.batch * 2, args.context, args.width),
+              "fused_ms": fused_costs(args.batch, args.context, args.width, args.repeats)}
     print(json.dumps(report, indent=1))
 
 

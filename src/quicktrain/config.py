@@ -322,8 +322,8 @@ class AdaptConfig:
     # curve from a line: at the second check rescnn/digits projected 2.6+ epochs to the target, ran the test and
     # fell from 94% to 35% under the new LR, where plain reached the target an epoch later (1.53x plain)
     decide_check: int = 3
-    # auto: the projection (a line in log-epochs) under-estimates what is left (gru/digits: 0.37 s projected, ~0.9 s
-    # measured), so 1 already asks for ~2x: 4 skipped the test on gru/lstm where it makes the run 2.5x faster
+    # auto: the projection (adapt.epochs_to_target) tends to under-estimate what is left, so 1 already asks for more;
+    # 4 skipped the test on gru/digits and lstm/digits (1.09x, 1.03x plain), where it makes the run ~2x faster
     pays: float = 1.0
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:

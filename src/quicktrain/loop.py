@@ -113,7 +113,7 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
             f"{found.seconds:.2f} s); using {st.peak_lr:.3g}")
     # Hot path: ~0.6 ms a step on a tiny net, so the loop does nothing per step that can be done afterwards (the
     # FLOP count is replayed from the schedule). docs/BENCHMARKS.md, "Loop overhead".
-    defer = run.adapted and run.cfg.adapt.lr_find == "auto"  # the LR range test, if and when it pays
+    defer = run.defers_lr_test  # the LR range test, if and when it pays
     if defer and ckpt.resumed is None:
         _defer_lr_test(run, st, say)
     if st.peak_lr:

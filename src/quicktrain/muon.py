@@ -89,8 +89,9 @@ def _orthogonalise(x: Tensor, coefficients: tuple[float, float, float], steps: i
 def muon_step(group: dict[str, Any], state: Any) -> None:
     """One torch.optim.Muon step of `group` (Nesterov momentum, the Newton-Schulz orthogonalisation, decoupled decay,
     the adjusted LR), with the orthogonalisation batched over matrices of one shape (a tall one transposed): 2 chains
-    of 5 iterations instead of one per matrix (24 for a 4-layer GPT). Measured 12.4 -> 7.3 ms a step at width 128
-    (1 thread, Xeon); the same arithmetic as torch's, so the same result up to the batched kernels' rounding
+    of 5 iterations instead of one per matrix (24 for a 4-layer GPT): 13.5 -> 7.0 ms a step for the 4-layer,
+    width-128 GPT (`python benchmarks/lm_step_cost.py`, 1 thread, Xeon, docs/results/lm/step_cost_20261206.json); the
+    same arithmetic as torch's, so the same result up to the batched kernels' rounding
     (tests/test_muon.py)."""
     lr, wd, momentum = group["lr"], group["weight_decay"], group["momentum"]
     updates: dict[tuple[int, int], list[tuple[Tensor, Tensor]]] = {}

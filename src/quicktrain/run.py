@@ -85,6 +85,11 @@ class Run:
         self._slice = self.dist.on and not hasattr(self.batches, "set_part")
 
     @property
+    def defers_lr_test(self) -> bool:
+        """An adaptive run with adapt.lr_find=auto: it decides at its checks whether the LR range test pays."""
+        return self.adapted and self.cfg.adapt.lr_find == "auto"
+
+    @property
     def eval_model(self) -> nn.Module:
         """What evaluation uses: the EMA average when that technique is on, else the model."""
         ema = next((m for m in self.methods if isinstance(m, EMA)), None)
@@ -102,7 +107,7 @@ class Run:
             out["schedule"] = self.schedule
         if self.noise is not None:
             out["noise"] = self.noise
-        if self.adapted and self.cfg.adapt.lr_find == "auto":  # kept until the deferred test has been decided
+        if self.defers_lr_test:  # its start weights, kept until the test has been decided
             out["start_weights"] = self.start_weights
         return out
 

@@ -22,6 +22,7 @@ from quicktrain.methods.augment import Augment
 from quicktrain.methods.base import Method
 from quicktrain.methods.ema import EMA
 from quicktrain.methods.progressive_resize import ProgressiveResize, resize, size_at
+from quicktrain.models.gpt import NGRAM_ROWS
 from quicktrain.runtime import derive_seed
 
 Builder = Callable[[Config, Any, nn.Module, torch.device], Method | None]  # splits: Splits or TokenSplits
@@ -108,9 +109,6 @@ def _check_resizable(model: nn.Module, splits: Splits, size: int, device: torch.
                           f"(it failed at size {size}); set methods.resize_from=1") from None
     finally:
         model.train(was_training)
-
-
-NGRAM_ROWS = (4096, 8192, 16384)  # stdlib_lm's tables for 2-, 3- and 4-grams, what the ablation switches on
 
 
 def _gpt_row(flag: str, name: str) -> Technique:

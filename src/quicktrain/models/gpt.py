@@ -61,6 +61,7 @@ NormKind = Literal["rms", "layer"]
 Rope = tuple[Tensor, Tensor]
 ROPE_BASE = 10000.0  # RoFormer's base, as in modded-nanogpt's first rotary records
 INIT_STD = 0.02  # nanoGPT / GPT-2
+NGRAM_ROWS = (4096, 8192, 16384)  # stdlib_lm's hashed 2-, 3- and 4-gram tables (its ablation row switches these)
 
 
 class RMSNorm(nn.Module):
@@ -72,9 +73,10 @@ class RMSNorm(nn.Module):
 
 class _ReLU2Fn(torch.autograd.Function):
     """relu(x)^2 with a one-multiply backward, g * 2r (r = relu(x), zero where x < 0). Autograd's relu().square()
-    runs PowBackward (pow, two multiplies) and threshold_backward: measured 2.66 -> 0.86 ms forward + backward on
-    the (1024, 512) hidden of a 16x64-token step at width 128 (1 thread, Xeon), about 7 ms of a ~70 ms step for 4
-    layers; the values and gradients are bitwise the same (tests/test_gpt.py)."""
+    runs PowBackward (pow, two multiplies) and threshold_backward: 1.22 -> 0.97 ms forward + backward on the
+    (1024, 512) hidden of a 16x64-token step at width 128, per layer (`python benchmarks/lm_step_cost.py`, 1 thread,
+    Xeon, docs/results/lm/step_cost_20261206.json); the values and gradients are bitwise the same
+    (tests/test_gpt.py)."""
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:

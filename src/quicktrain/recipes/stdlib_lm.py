@@ -34,12 +34,13 @@ validation loss after its 2000 steps on this corpus.
 
 from quicktrain.config import (Config, DataConfig, GPTArgs, MethodsConfig, ModelConfig, OptimConfig, ScheduleConfig,
                                TrainConfig)
+from quicktrain.models.gpt import NGRAM_ROWS
 
 CONFIG = Config(
     name="stdlib_lm",
     tuned_for="",  # next-token constants are not adapted (quicktrain.adapt is for classification)
     data=DataConfig(name="stdlib", context=64, augment="none"),
-    model=ModelConfig(name="gpt", gpt=GPTArgs(layers=4, heads=4, width=128, ngram_rows=(4096, 8192, 16384))),
+    model=ModelConfig(name="gpt", gpt=GPTArgs(layers=4, heads=4, width=128, ngram_rows=NGRAM_ROWS)),
     optim=OptimConfig(name="muon", lr=5e-3, betas=(0.8, 0.95), weight_decay=0.0, grad_clip=1.0, muon_lr_scale=1.0,
                       muon_momentum=0.85, head_lr_scale=4.0),
     schedule=ScheduleConfig(kind="onecycle", warmup=0.0, start_frac=0.1, end_frac=0.0),
