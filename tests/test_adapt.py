@@ -65,6 +65,20 @@ def test_the_adapted_config_measures_instead_of_fixing() -> None:
         apply_overrides(load_recipe("mnist1d"), {"adapt.lr_floor": 0.0, "adapt.lr_find": "auto"})
 
 
+def test_an_adaptive_run_scores_a_weight_average_of_its_weights() -> None:
+    from quicktrain.run import build_run
+
+    assert adapted(load_recipe("mnist1d")).methods.ema == 0.95
+    cfg = apply_overrides(load_recipe("mnist1d"), {"data.name": "custom", "system.precision": "fp32"})
+    model = _mlp()
+    run = build_run(adapted(cfg), model=model, data=_blobs())
+    assert run.eval_model is not run.model and isinstance(run.eval_model, nn.Sequential)  # the average's copy
+    off = build_run(adapted(apply_overrides(cfg, {"adapt.ema": 0.0})), model=_mlp(), data=_blobs())
+    assert off.eval_model is off.model
+    with pytest.raises(ConfigError, match="adapt.ema"):
+        apply_overrides(cfg, {"adapt.ema": 1.0})
+
+
 def test_the_deferred_lr_test_runs_only_where_the_projection_says_it_pays() -> None:
     rising = [{"epoch": 1.0, "val_acc": 0.80}, {"epoch": 2.0, "val_acc": 0.88}]  # error 0.2 -> 0.12: 0.05 at ~6.6
     go, why = lr_test_pays(rising, 0.95, seconds=1.0, test_seconds=1.0, pays=4.0)  # ~2.3 s left < 4 s
@@ -95,7 +109,8 @@ def test_a_user_model_with_the_default_config_learns_and_records_why(tmp_path: P
     assert result.reached_target and result.stopped_by == "target" and result.test_acc > 0.85
     assert result.adapted[:2] == ["a model from Python", "data from Python"]
     assert result.peak_lr != cfg.optim.lr  # not the recipe's 4e-2: the floor, or the deferred test's
-    assert any(m.startswith("adaptive defaults (recipe mnist1d was tuned for") for m in logs)
+    assert any(m.startswith("adaptive defaults (recipe mnist1d was tuned for") and "weight average (EMA 0.95)" in m
+               for m in logs)
     report = (tmp_path / "r" / "report.md").read_text()
     assert "## Adaptive defaults" in report and "a model from Python" in report
     assert json.loads((tmp_path / "r" / "result.json").read_text())["adapted"] == result.adapted
