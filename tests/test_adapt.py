@@ -57,7 +57,7 @@ def test_a_model_data_or_size_the_recipe_was_not_tuned_on_is_named() -> None:
 def test_the_adapted_config_measures_instead_of_fixing() -> None:
     a = adapted(load_recipe("mnist1d"))
     assert a.schedule.kind == "wsd" and a.train.epochs == 100 and a.train.eval_from == 0
-    assert a.data.augment == "none" and not a.methods.tta
+    assert a.data.augment == "none" and not a.methods.tta and a.optim.grad_clip == 1.0
     assert not a.optim.lr_find and a.optim.lr == 1e-3  # auto (the default): plain Adam's LR until the test runs
     first = adapted(apply_overrides(load_recipe("mnist1d"), {"adapt.lr_find": "first"}))
     assert first.optim.lr_find  # the LR range test before training
