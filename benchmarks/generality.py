@@ -88,13 +88,14 @@ HELDOUT2 = [Combo("lenet", "mnist1d_hard", 0.45, 20), Combo("mlp_ln", "mnist5k",
 # Held out from the weight average of the adaptive default (`adapt.ema`, chosen on 2026-12-06 on the 19 combos of
 # the table, every one seen before): first run with it in the table of 2026-12-06 (docs/BENCHMARKS.md, fifth run).
 # Targets ~2 points below plain's final validation accuracy in one calibration seed (lstm/mnist5k 91.0%;
-# rescnn/mnist1d_hard 52.8%, after a peak of 58.7% at epoch 5: it overfits). lstm/mnist5k's result there chose
-# `adapt.grad_clip`, so only the other two stay held out from that. transformer/mnist5k's 92% (from an earlier run)
-# was above what plain reached in any of 5 seeds there; 87% is 2 points below plain's median final accuracy in them.
+# rescnn/mnist1d_hard 52.8%, after a peak of 58.7% at epoch 5: it overfits). lstm/mnist5k's result there (and the
+# recurrent combos' reruns) chose `adapt.lr_max`, so only the other two stay held out from that.
+# transformer/mnist5k's 92% (from an earlier run) was above what plain reached in any of 5 seeds there; 87% is 2
+# points below plain's median final accuracy in them.
 HELDOUT3 = [Combo("lstm", "mnist5k", 0.89, 20), Combo("rescnn", "mnist1d_hard", 0.50, 20),
             Combo("transformer", "mnist5k", 0.87, 20)]
-# Held out from `adapt.grad_clip`: calibrated (plain's final validation accuracy 43.6% at 40 epochs, 41.9% at 9),
-# then first run in the final table.
+# Held out from every choice (`adapt.ema`, `adapt.lr_max`): calibrated (plain's final validation accuracy 43.6% at
+# 40 epochs, 41.9% at 9), then first run in the final table.
 HELDOUT4 = [Combo("transformer", "mnist1d_hard", 0.42, 30)]
 EXTRA += HELDOUT + HELDOUT2 + HELDOUT3 + HELDOUT4
 # cheapest first, so that a run cut short still has most combos; targets from one calibration seed each (plain's

@@ -13,7 +13,7 @@ from support import SMALL_MNIST1D
 from test_resume import _stop_after, assert_identical, final_state
 from torch import nn
 
-from quicktrain.adapt import adapted, epochs_to_target, guard_notes, lr_test_pays, untuned
+from quicktrain.adapt import adapted, epochs_to_target, guard_notes, lr_test_pays, peak_from_test, untuned
 from quicktrain.config import Config, Mnist1dArgs, apply_overrides
 from quicktrain.data import load_data
 from quicktrain.errors import ConfigError, Preempted
@@ -57,7 +57,7 @@ def test_a_model_data_or_size_the_recipe_was_not_tuned_on_is_named() -> None:
 def test_the_adapted_config_measures_instead_of_fixing() -> None:
     a = adapted(load_recipe("mnist1d"))
     assert a.schedule.kind == "wsd" and a.train.epochs == 100 and a.train.eval_from == 0
-    assert a.data.augment == "none" and not a.methods.tta and a.optim.grad_clip == 1.0
+    assert a.data.augment == "none" and not a.methods.tta
     assert not a.optim.lr_find and a.optim.lr == 1e-3  # auto (the default): plain Adam's LR until the test runs
     first = adapted(apply_overrides(load_recipe("mnist1d"), {"adapt.lr_find": "first"}))
     assert first.optim.lr_find  # the LR range test before training
@@ -77,6 +77,16 @@ def test_an_adaptive_run_scores_a_weight_average_of_its_weights() -> None:
     assert off.eval_model is off.model
     with pytest.raises(ConfigError, match="adapt.ema"):
         apply_overrides(cfg, {"adapt.ema": 1.0})
+
+
+def test_the_measured_peak_lr_stays_between_plain_adams_and_ten_times_it() -> None:
+    cfg = load_recipe("mnist1d")
+    assert (cfg.adapt.lr_floor, cfg.adapt.lr_max) == (1e-3, 1e-2)
+    assert peak_from_test(3e-4, cfg) == 1e-3 and peak_from_test(4e-3, cfg) == 4e-3
+    assert peak_from_test(0.05, cfg) == 1e-2  # a recurrent net's suggestion (lstm/mnist5k: 0.04-0.05)
+    assert peak_from_test(0.05, apply_overrides(cfg, {"adapt.lr_max": 0.0})) == 0.05  # no ceiling
+    with pytest.raises(ConfigError, match="adapt.lr_max"):
+        apply_overrides(cfg, {"adapt.lr_max": 1e-4})
 
 
 def test_the_deferred_lr_test_runs_only_where_the_projection_says_it_pays() -> None:

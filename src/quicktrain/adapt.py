@@ -4,9 +4,11 @@ Adam reached 94.8%; issue #13). So a run checks whether its recipe was tuned for
 not, it chooses by measurement what the constants used to fix:
 
 - the peak LR from the LR range test on the run's own model and data (quicktrain.lr_find; its time is on the
-  train clock), never below `adapt.lr_floor` (plain Adam's 1e-3), run where it pays (`adapt.lr_find=auto`, the
-  default): the run trains as plain Adam does (the floor LR, no warmup) until its first check, where the test runs
-  if it costs at most `adapt.first_epochs` (2) epochs of the run's own, timed steps; else at the second check if
+  train clock), never below `adapt.lr_floor` (plain Adam's 1e-3) nor above `adapt.lr_max` (10x it: for recurrent
+  nets the test said up to 0.08, and lstm/mnist5k at 0.04-0.05 ended 3-11 test points below plain), run where it
+  pays (`adapt.lr_find=auto`, the default): the run trains as plain Adam does (the floor LR, no warmup) until its
+  first check, where the test runs if it costs at most `adapt.first_epochs` (2) epochs of the run's own, timed
+  steps; else at check `adapt.decide_check` (3) if
   the time the checks' trend projects to the target exceeds `adapt.pays` (1) times its cost (`lr_test_pays`). The
   test sweeps from the weights before training (`lr_find.StartWeights`), and the run warms up to its LR from where
   it is. Why not the test first (`adapt.lr_find=first`, the default until 2026-12-06): on a problem plain Adam
@@ -16,8 +18,6 @@ not, it chooses by measurement what the constants used to fix:
   validation split every `adapt.eval_every` epochs;
 - the schedule: warmup-stable-decay with the decay started when validation stops improving (quicktrain.wsd), which
   needs no length up front;
-- the gradient's global norm clipped at `adapt.grad_clip` (1.0), as a measured LR for a recurrent net can be 50x
-  Adam's (lstm/mnist5k: 3 of 5 seeds 3-11 test points below plain without it, +0.2 with it);
 - evaluation: of a weight average (EMA, `adapt.ema` 0.95 a step; quicktrain.methods.ema), whose accuracy does not
   swing from check to check as the last weights' does at a constant LR (rescnn/mnist1d: 1.31x plain's time without
   it, 0.55x with it);
@@ -72,8 +72,7 @@ def adapted(cfg: Config) -> Config:
     a, sc, tc = cfg.adapt, cfg.schedule, cfg.train
     return replace(
         cfg,
-        optim=replace(cfg.optim, lr_find=a.lr_find == "first", lr=cfg.optim.lr if a.lr_find == "first" else a.lr_floor,
-                      grad_clip=a.grad_clip),
+        optim=replace(cfg.optim, lr_find=a.lr_find == "first", lr=cfg.optim.lr if a.lr_find == "first" else a.lr_floor),
         schedule=replace(sc, kind="wsd", batch_ramp_from=0),
         train=replace(tc, epochs=a.max_epochs, eval_every=a.eval_every, eval_from=0.0,
                       batch_size=a.batch_size or tc.batch_size),
@@ -82,18 +81,26 @@ def adapted(cfg: Config) -> Config:
     )
 
 
+def peak_from_test(suggested: float, cfg: Config) -> float:
+    """The peak LR an adaptive run takes from the LR range test's suggestion: within [adapt.lr_floor, adapt.lr_max]
+    (lr_max 0 = no ceiling)."""
+    a = cfg.adapt
+    peak = max(suggested, a.lr_floor)
+    return min(peak, a.lr_max) if a.lr_max > 0 else peak
+
+
 def describe(cfg: Config, reasons: list[str]) -> str:
     """The one-line note a run prints when it adapts."""
     tc, a = cfg.train, cfg.adapt
     tuned = f"recipe {cfg.name} was tuned for recipe {cfg.tuned_for}'s model and data" if cfg.tuned_for \
         else f"recipe {cfg.name}"
     budget = f"until the target or {a.max_epochs:g} epochs" if tc.target > 0 else f"{a.max_epochs:g} epochs at most"
-    lr = {"first": "peak LR from the LR range test", "off": f"peak LR {a.lr_floor:g}",
-          "auto": "peak LR from the LR range test where it pays"}[a.lr_find]
+    cap = f" in [{a.lr_floor:g}, {a.lr_max:g}]" if a.lr_max else f" >= {a.lr_floor:g}"
+    lr = {"first": f"peak LR from the LR range test{cap}", "off": f"peak LR {a.lr_floor:g}",
+          "auto": f"peak LR from the LR range test{cap} where it pays"}[a.lr_find]
     ema = f"evaluated on a weight average (EMA {a.ema:g})" if a.ema else "evaluated on the last weights"
-    clip = f"gradient norm clipped at {a.grad_clip:g}" if a.grad_clip else "no gradient clipping"
     return (f"adaptive defaults ({tuned}; this run has {', '.join(reasons)}): {lr}, {budget}, warmup-stable-decay, "
-            f"batch {a.batch_size or tc.batch_size}, {clip}, {ema}, no augmentation "
+            f"batch {a.batch_size or tc.batch_size}, {ema}, no augmentation "
             "(--adapt.mode=off keeps the recipe's constants)")
 
 

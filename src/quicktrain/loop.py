@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from quicktrain import measure, prices
-from quicktrain.adapt import adapted, describe, guard_notes, lr_test_pays, untuned
+from quicktrain.adapt import adapted, describe, guard_notes, lr_test_pays, peak_from_test, untuned
 from quicktrain.checkpointer import Checkpointer, Follower, NullCheckpointer
 from quicktrain.config import Config, check_config
 from quicktrain.dist import Dist, ended_together, setup as setup_dist
@@ -105,9 +105,10 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
     key = "val_" + run.task.metric  # what the target, the bar and the schedule's plateau watch
     st = ckpt.begin(run, RunState(next_eval=max(interval, int(tc.eval_from * total))), pending, origin)
     if run.cfg.optim.lr_find and ckpt.resumed is None:  # a resumed run keeps the LR it found
-        floor = run.cfg.adapt.lr_floor if run.adapted else 0.0  # adaptive runs never go below plain Adam's LR
         found = sweep_for_run(run)
-        st.peak_lr, st.train_seconds = max(found.suggested_lr, floor), found.seconds  # its cost is time to train
+        # adaptive runs never go below plain Adam's LR, nor above adapt.lr_max
+        st.peak_lr = peak_from_test(found.suggested_lr, run.cfg) if run.adapted else found.suggested_lr
+        st.train_seconds = found.seconds  # its cost is time to train
         st.peak_lr = run.dist.broadcast_json(st.peak_lr)  # every rank trains with rank 0's
         say(f"lr-find: suggested peak LR {found.suggested_lr:.3g} ({found.confidence} confidence, "
             f"{found.seconds:.2f} s); using {st.peak_lr:.3g}")
@@ -221,7 +222,7 @@ def _deferred_lr_test(run: Run, st: RunState, say: Callable[[str], None]) -> Non
         st.lr_test = f"not run at epoch {epochs:.3g}: {why}"
     else:
         found = sweep_for_run(run, start=run.start_weights.weights or None)  # from the weights before training
-        peak = run.dist.broadcast_json(max(found.suggested_lr, a.lr_floor))
+        peak = run.dist.broadcast_json(peak_from_test(found.suggested_lr, run.cfg))
         st.train_seconds += found.seconds
         if peak > run.schedule.peak:
             run.schedule.rewarm_to(peak, st.samples)
