@@ -70,8 +70,7 @@ def test_an_adaptive_run_scores_a_weight_average_of_its_weights() -> None:
 
     assert adapted(load_recipe("mnist1d")).methods.ema == 0.95
     cfg = apply_overrides(load_recipe("mnist1d"), {"data.name": "custom", "system.precision": "fp32"})
-    model = _mlp()
-    run = build_run(adapted(cfg), model=model, data=_blobs())
+    run = build_run(adapted(cfg), model=_mlp(), data=_blobs())
     assert run.eval_model is not run.model and isinstance(run.eval_model, nn.Sequential)  # the average's copy
     off = build_run(adapted(apply_overrides(cfg, {"adapt.ema": 0.0})), model=_mlp(), data=_blobs())
     assert off.eval_model is off.model

@@ -340,7 +340,6 @@ class AdaptConfig:
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
         yield "max_epochs", self.max_epochs > 0, "must be > 0"
-        yield "ema", 0 <= self.ema < 1, "must be in [0, 1) (0 = off)"
         yield "eval_every", self.eval_every > 0, "must be > 0"
         yield "batch_size", self.batch_size >= 0, "must be >= 0 (0 = the recipe's)"
         yield "lr_floor", self.lr_floor >= 0, "must be >= 0"
@@ -348,6 +347,7 @@ class AdaptConfig:
         yield "pays", self.pays > 0, "must be > 0"
         yield "first_epochs", self.first_epochs >= 0, "must be >= 0"
         yield "decide_check", self.decide_check >= 2, "must be >= 2 (a trend needs two checks)"
+        yield "ema", 0 <= self.ema < 1, "must be in [0, 1) (0 = off)"
         yield "lr_floor", self.lr_floor > 0 or self.lr_find == "first", \
             "must be > 0 unless adapt.lr_find=first: a deferred or skipped LR test trains at it"
 

@@ -167,8 +167,9 @@ def choices_section(result: dict[str, Any]) -> list[str]:
         lines += ["## Adaptive defaults", "",
                   f"The recipe's tuned constants did not apply ({'; '.join(result['adapted'])}), so the run chose by "
                   f"measurement: peak LR {result.get('peak_lr', 0):.3g} (the LR range test's where it ran or paid, "
-                  "else `adapt.lr_floor`), trained until the target or the `adapt.max_epochs` cap, "
-                  "warmup-stable-decay, no augmentation "
+                  "within `adapt.lr_floor` and `adapt.lr_max`, else `adapt.lr_floor`), trained until the target or "
+                  "the `adapt.max_epochs` cap, warmup-stable-decay, checks and scores on a weight average "
+                  "(`adapt.ema`; 0: the last weights), no augmentation "
                   "(quicktrain.adapt; `--adapt.mode=off` keeps the recipe's constants).", ""]
     if result.get("notes"):
         lines += ["## Target not reached", "", *[f"- {n}" for n in result["notes"]], ""]
