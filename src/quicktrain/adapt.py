@@ -8,12 +8,12 @@ not, it chooses by measurement what the constants used to fix:
   nets the test said up to 0.08, and lstm/mnist5k at 0.04-0.05 ended 3-11 test points below plain), run where it
   pays (`adapt.lr_find=auto`, the default): the run trains as plain Adam does (the floor LR, no warmup) until its
   first check, where the test runs if it costs at most `adapt.first_epochs` (2) epochs of the run's own, timed
-  steps; else at check `adapt.decide_check` (3) if
-  the time the checks' trend projects to the target exceeds `adapt.pays` (1) times its cost (`lr_test_pays`). The
-  test sweeps from the weights before training (`lr_find.StartWeights`), and the run warms up to its LR from where
-  it is. Why not the test first (`adapt.lr_find=first`, the default until 2026-12-06): on a problem plain Adam
-  solves in a few dozen steps the test costs more than all of plain's training (mlp/digits 1.86x, mlp_ln/digits
-  1.53x plain), while an epoch at plain Adam's LR is never wasted; docs/BENCHMARKS.md, "Defaults that transfer";
+  steps; else at check `adapt.decide_check` (3) if the time the checks' trend projects to the target exceeds
+  `adapt.pays` (1) times its cost (`lr_test_pays`). The test sweeps from the weights before training
+  (`lr_find.StartWeights`), and the run warms up to its LR from where it is. Why not the test first
+  (`adapt.lr_find=first`, the default until 2026-12-06): on a problem plain Adam solves in a few dozen steps the
+  test costs more than all of plain's training (mlp/digits 1.86x, mlp_ln/digits 1.53x plain), while an epoch at
+  plain Adam's LR is never wasted; docs/BENCHMARKS.md, "Defaults that transfer";
 - the budget: until the target, or `adapt.max_epochs` (plain's budget), or `train.max_seconds`, checking the
   validation split every `adapt.eval_every` epochs;
 - the schedule: warmup-stable-decay with the decay started when validation stops improving (quicktrain.wsd), which

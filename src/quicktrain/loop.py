@@ -106,10 +106,10 @@ def _loop(run: Run, ckpt: NullCheckpointer, on_eval: Callable[[dict[str, Any]], 
     st = ckpt.begin(run, RunState(next_eval=max(interval, int(tc.eval_from * total))), pending, origin)
     if run.cfg.optim.lr_find and ckpt.resumed is None:  # a resumed run keeps the LR it found
         found = sweep_for_run(run)
-        # adaptive runs never go below plain Adam's LR, nor above adapt.lr_max
-        st.peak_lr = peak_from_test(found.suggested_lr, run.cfg) if run.adapted else found.suggested_lr
+        # adaptive runs stay within [adapt.lr_floor, adapt.lr_max]; every rank trains with rank 0's
+        st.peak_lr = run.dist.broadcast_json(peak_from_test(found.suggested_lr, run.cfg) if run.adapted
+                                             else found.suggested_lr)
         st.train_seconds = found.seconds  # its cost is time to train
-        st.peak_lr = run.dist.broadcast_json(st.peak_lr)  # every rank trains with rank 0's
         say(f"lr-find: suggested peak LR {found.suggested_lr:.3g} ({found.confidence} confidence, "
             f"{found.seconds:.2f} s); using {st.peak_lr:.3g}")
     # Hot path: ~0.6 ms a step on a tiny net, so the loop does nothing per step that can be done afterwards (the
