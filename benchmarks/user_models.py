@@ -21,6 +21,7 @@ Try: `.venv/bin/python benchmarks/user_models.py` (prints each model's parameter
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 from dataclasses import replace
 from typing import Callable
@@ -174,9 +175,47 @@ def mlp_ln(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     return nn.Sequential(*layers, nn.Linear(d, num_classes))
 
 
+def mlp_bn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """An MLP with BatchNorm and dropout 0.2 (2 hidden layers of 256): the first MLP many users write. Added
+    2026-12-06 after every adaptive choice, as a held-out model (BatchNorm's running statistics and the weight
+    average had not met on an MLP)."""
+    d, layers = math.prod(input_shape), [nn.Flatten()]
+    for _ in range(2):
+        layers += [nn.Linear(d, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Dropout(0.2)]
+        d = 256
+    return nn.Sequential(*layers, nn.Linear(d, num_classes))
+
+
+class CNNBN(nn.Module):
+    """A plain VGG-style CNN with BatchNorm and no residuals: two stages of (conv-BN-ReLU) x2 then max-pool (32 and 64
+    channels, kernel 3), global average pool, linear. Held out like mlp_bn."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        two_d = len(input_shape) == 3
+        conv, bn = (nn.Conv2d, nn.BatchNorm2d) if two_d else (nn.Conv1d, nn.BatchNorm1d)
+        pool, gap = (nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1)) if two_d else (nn.MaxPool1d(2), nn.AdaptiveAvgPool1d(1))
+        layers: list[nn.Module] = []
+        cin = input_shape[0]
+        for cout in (32, 64):
+            for _ in range(2):
+                layers += [conv(cin, cout, 3, padding=1, bias=False), bn(cout), nn.ReLU()]
+                cin = cout
+            layers.append(copy.deepcopy(pool))
+        self.features = nn.Sequential(*layers, gap, nn.Flatten())
+        self.head = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def cnn_bn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return CNNBN(input_shape, num_classes)
+
+
 MODELS: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
     "gru": gru, "lstm": lstm, "mlp": mlp, "transformer": transformer, "rescnn": rescnn, "lenet": lenet,
-    "mlp_ln": mlp_ln}
+    "mlp_ln": mlp_ln, "mlp_bn": mlp_bn, "cnn_bn": cnn_bn}
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Data
