@@ -334,8 +334,8 @@ class AdaptConfig:
     # the decay (per step) of the weight average that checks and the final scores evaluate (methods.ema; 0 = off).
     # rescnn/mnist1d's validation accuracy swings by 5-10 points between epochs at a constant LR; the average's does
     # not: 1.31x plain's time to target without it (fourth run), 0.62x with it; the default faster than plain in 19
-    # of 22 combos (5 seeds). 0.9 did as well as 0.95. A per-step decay: ~20 steps, 0.3-2 epochs on that data (10-62
-    # steps an epoch). docs/BENCHMARKS.md, "Defaults that transfer", fifth run
+    # of 22 combos (5 seeds; fifth run), 22 of 26 in the sixth. 0.9 did as well as 0.95. A per-step decay: ~20 steps,
+    # 0.3-2 epochs on that data (10-62 steps an epoch). docs/BENCHMARKS.md, "Defaults that transfer"
     ema: float = 0.95
 
     def rules(self) -> Iterable[tuple[str, bool, str]]:
