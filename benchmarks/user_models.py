@@ -21,7 +21,6 @@ Try: `.venv/bin/python benchmarks/user_models.py` (prints each model's parameter
 from __future__ import annotations
 
 import argparse
-import copy
 import math
 from dataclasses import replace
 from typing import Callable
@@ -117,7 +116,17 @@ class ResBlock(nn.Module):
         return torch.relu(self.body(x) + self.skip(x))
 
 
-class ResCNN(nn.Module):
+class FeaturesHead(nn.Module):
+    """A CNN as `features` (to a flat vector) then a linear `head`."""
+
+    features: nn.Module
+    head: nn.Module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class ResCNN(FeaturesHead):
     """A deeper residual CNN: stem, 8 residual blocks (widths 32 x4 then 64 x4, stride 2 at block 5), BN, pool,
     linear."""
 
@@ -136,15 +145,12 @@ class ResCNN(nn.Module):
         self.features = nn.Sequential(*layers, pool, nn.Flatten())
         self.head = nn.Linear(cin, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
 
 def rescnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     return ResCNN(input_shape, num_classes)
 
 
-class LeNet(nn.Module):
+class LeNet(FeaturesHead):
     """A LeNet-style CNN without normalisation: two conv-ReLU-max-pool stages (16 and 32 channels, kernel 5), then a
     128-unit hidden layer. Added after the adaptive policy was chosen, as a held-out model (2026-12-06)."""
 
@@ -157,9 +163,6 @@ class LeNet(nn.Module):
         with torch.no_grad():
             n = self.features(torch.zeros(1, *input_shape)).shape[1]
         self.head = nn.Sequential(nn.Linear(n, 128), nn.ReLU(), nn.Linear(128, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
 
 
 def lenet(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -186,7 +189,7 @@ def mlp_bn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     return nn.Sequential(*layers, nn.Linear(d, num_classes))
 
 
-class CNNBN(nn.Module):
+class CNNBN(FeaturesHead):
     """A plain VGG-style CNN with BatchNorm and no residuals: two stages of (conv-BN-ReLU) x2 then max-pool (32 and 64
     channels, kernel 3), global average pool, linear. Held out like mlp_bn."""
 
@@ -194,19 +197,16 @@ class CNNBN(nn.Module):
         super().__init__()
         two_d = len(input_shape) == 3
         conv, bn = (nn.Conv2d, nn.BatchNorm2d) if two_d else (nn.Conv1d, nn.BatchNorm1d)
-        pool, gap = (nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1)) if two_d else (nn.MaxPool1d(2), nn.AdaptiveAvgPool1d(1))
+        pool, gap = (nn.MaxPool2d, nn.AdaptiveAvgPool2d(1)) if two_d else (nn.MaxPool1d, nn.AdaptiveAvgPool1d(1))
         layers: list[nn.Module] = []
         cin = input_shape[0]
         for cout in (32, 64):
             for _ in range(2):
                 layers += [conv(cin, cout, 3, padding=1, bias=False), bn(cout), nn.ReLU()]
                 cin = cout
-            layers.append(copy.deepcopy(pool))
+            layers.append(pool(2))
         self.features = nn.Sequential(*layers, gap, nn.Flatten())
         self.head = nn.Linear(cin, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
 
 
 def cnn_bn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
