@@ -99,20 +99,12 @@ HELDOUT3 = [Combo("lstm", "mnist5k", 0.89, 20), Combo("rescnn", "mnist1d_hard", 
 # Held out from every choice (`adapt.ema`, `adapt.lr_max`): calibrated (plain's final validation accuracy 43.6% at
 # 40 epochs, 41.9% at 9), then first run in the final table.
 HELDOUT4 = [Combo("transformer", "mnist1d_hard", 0.42, 30)]
-# New model families (user_models.mlp_bn, user_models.cnn_bn), added after every choice: calibrated, then first run
-# in the sixth run's table.
-# Targets 1-2 points below plain's final validation accuracy in one calibration seed, rounded down (mlp_bn/digits
-# 98.6%, mlp_bn/mnist1d_hard 36.8% and still rising, cnn_bn/mnist1d 97.6%, cnn_bn/digits 99.3%).
+# New model families (user_models.mlp_bn, user_models.cnn_bn), added after every choice: calibrated, then first run in
+# the sixth run's table. Targets 1-2 points below plain's final validation accuracy in one calibration seed, rounded
+# down (mlp_bn/digits 98.6%, mlp_bn/mnist1d_hard 36.8% and still rising, cnn_bn/mnist1d 97.6%, cnn_bn/digits 99.3%).
 HELDOUT5 = [Combo("mlp_bn", "digits", 0.97, 20), Combo("mlp_bn", "mnist1d_hard", 0.34, 20),
             Combo("cnn_bn", "mnist1d", 0.96, 20), Combo("cnn_bn", "digits", 0.98, 20)]
 EXTRA += HELDOUT + HELDOUT2 + HELDOUT3 + HELDOUT4 + HELDOUT5
-# Combos whose plain run costs under 5 s a seed (1 thread; the fifth run, or calibration for HELDOUT5): most reach
-# their targets in a few epochs, so a median of 5 seeds moves by a whole check's epoch from seed to seed, and more
-# seeds cost little: `--quick-seeds` gives them more (the sixth run: 15). Chosen after mlp/digits measured 1.33x
-# plain over 5 seeds in the fifth run and 0.98x over 15 in a quick check (not kept); the sixth run: 1.30x over its
-# seeds 0-4, 1.01x over 0-14 (docs/BENCHMARKS.md shows both).
-QUICK = {"mlp/digits", "mlp/mnist1d", "mlp/mnist1d_hard", "mlp/mnist5k", "gru/digits", "lstm/digits", "lenet/digits",
-         "mlp_ln/digits", "lenet/mnist1d", "mlp_ln/mnist5k", "lstm/mnist5k", "mlp_bn/digits", "mlp_bn/mnist1d_hard"}
 # cheapest first, so that a run cut short still has most combos; targets from one calibration seed each (plain's
 # final validation accuracy at the budget: mlp/mnist1d 61%, mlp/mnist1d_hard 33%, mlp/digits 98.6%, mlp/mnist5k
 # 93.5%, rescnn/mnist1d 99.2%, transformer/digits 91.7% at 20 epochs, gru/digits 97.2%, transformer/mnist1d 90.5%)
@@ -126,6 +118,13 @@ COMBOS = [
     Combo("gru", "digits", 0.94, 40),
     Combo("transformer", "mnist1d", 0.85, 40),
 ]
+# Combos whose plain run costs under 5 s a seed (1 thread; the fifth run, or calibration for HELDOUT5): six of them
+# reach their targets in a median of 3-7 epochs (plain), so a median of 5 seeds moves by a whole check's epoch from seed
+# to seed, and more seeds cost little: `--quick-seeds` gives them more (the sixth run: 15). Chosen after mlp/digits
+# measured 1.33x plain over 5 seeds in the fifth run and 0.98x over 15 in a quick check (not kept); the sixth run: 1.30x
+# over its seeds 0-4, 1.01x over 0-14 (docs/BENCHMARKS.md shows both).
+QUICK = {"mlp/digits", "mlp/mnist1d", "mlp/mnist1d_hard", "mlp/mnist5k", "gru/digits", "lstm/digits", "lenet/digits",
+         "mlp_ln/digits", "lenet/mnist1d", "mlp_ln/mnist5k", "lstm/mnist5k", "mlp_bn/digits", "mlp_bn/mnist1d_hard"}
 
 # first / auto: the default with adapt.lr_find=first / auto; last: the default scoring its last weights, not their
 # average (adapt.ema=0, the default until 2026-12-06)

@@ -179,7 +179,7 @@ def mlp_ln(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
 
 
 def mlp_bn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """An MLP with BatchNorm and dropout 0.2 (2 hidden layers of 256): the first MLP many users write. Added
+    """An MLP with BatchNorm and dropout 0.2 (2 hidden layers of 256), a common first MLP. Added
     2026-12-06 after every adaptive choice, as a held-out model (BatchNorm's running statistics and the weight
     average had not met on an MLP)."""
     d, layers = math.prod(input_shape), [nn.Flatten()]
